@@ -1,0 +1,1 @@
+"""oaio.client — the OaioClient library: offline-first sync of oai objects with an oaio server."""

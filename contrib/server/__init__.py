@@ -1,0 +1,1 @@
+"""oaio.server — the oaio server (Django): objects, versions, subscriptions, files, change feed."""

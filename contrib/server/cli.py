@@ -1,0 +1,119 @@
+"""The ``oaio-server`` command: serve, adduser, and Django's management commands."""
+import argparse
+import getpass
+import os
+import sys
+
+DEFAULT_BIND = '127.0.0.1:8000'
+
+
+def _setup(data: str | None) -> None:
+    """Point the settings at the data directory and start Django."""
+    if data:
+        os.environ['OAIO_DATA'] = os.path.abspath(data)
+    os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'oaio.server.settings')
+    import django
+    django.setup()
+
+
+def _migrate() -> None:
+    from django.conf import settings
+    from django.core.management import call_command
+    for directory in (settings.DATA_DIR, settings.BLOB_DIR, settings.TMP_DIR):
+        directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.DATA_DIR, 0o700)
+    call_command('migrate', interactive=False, verbosity=0)
+
+
+def _parse_bind(bind: str) -> tuple[str, int]:
+    host, _, port = bind.rpartition(':')
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SystemExit(f'oaio-server: --bind must be HOST:PORT, got {bind!r}')
+    return host.strip('[]'), int(port)
+
+
+def serve(args) -> int:
+    """Migrate the data directory if needed, then serve with uvicorn until SIGTERM/SIGINT."""
+    host, port = _parse_bind(args.bind)
+    _setup(args.data)
+    _migrate()
+    import tempfile
+
+    import uvicorn
+    from django.conf import settings
+    # request bodies are spooled to disk by Django's ASGI handler: keep them on the data disk
+    tempfile.tempdir = str(settings.TMP_DIR)
+    uvicorn.run('oaio.server.asgi:application', host=host, port=port, lifespan='off',
+                log_level=args.log_level, access_log=args.access_log, timeout_graceful_shutdown=3)
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip('\n')
+    password = getpass.getpass('Password: ')
+    if password != getpass.getpass('Password (again): '):
+        raise SystemExit('oaio-server: the passwords do not match')
+    return password
+
+
+def adduser(args) -> int:
+    """Create a user (optionally staff, who may use /admin/)."""
+    _setup(args.data)
+    _migrate()
+    from django.contrib.auth import get_user_model
+    users = get_user_model()
+    if users.objects.filter(username=args.name).exists():
+        print(f'oaio-server: user {args.name!r} exists already', file=sys.stderr)
+        return 1
+    password = _read_password(args.password_stdin)
+    if not password:
+        print('oaio-server: the password must not be empty', file=sys.stderr)
+        return 1
+    users.objects.create_user(args.name, password=password, is_staff=args.staff, is_superuser=args.staff)
+    print(f'added user {args.name}' + (' (staff)' if args.staff else ''))
+    return 0
+
+
+def manage(args) -> int:
+    """Run a Django management command against the data directory (e.g. changepassword NAME)."""
+    _setup(args.data)
+    from django.core.management import execute_from_command_line
+    execute_from_command_line(['oaio-server manage', *args.command])
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='oaio-server', description='The oaio server.')
+    commands = parser.add_subparsers(dest='command_name', required=True)
+    data_help = 'data directory (database, blobs, secret key); default: $OAIO_DATA or ./oaio-data'
+
+    serve_cmd = commands.add_parser('serve', help='serve the API and /admin/ (migrates on first start)')
+    serve_cmd.add_argument('--data', help=data_help)
+    serve_cmd.add_argument('--bind', default=DEFAULT_BIND, help=f'HOST:PORT to listen on (default {DEFAULT_BIND})')
+    serve_cmd.add_argument('--log-level', default='info', choices=['critical', 'error', 'warning', 'info', 'debug'])
+    serve_cmd.add_argument('--no-access-log', dest='access_log', action='store_false', help='do not log requests')
+    serve_cmd.set_defaults(func=serve)
+
+    adduser_cmd = commands.add_parser('adduser', help='add a user')
+    adduser_cmd.add_argument('name')
+    adduser_cmd.add_argument('--data', help=data_help)
+    adduser_cmd.add_argument('--password-stdin', action='store_true', help='read the password from stdin')
+    adduser_cmd.add_argument('--staff', action='store_true', help='staff: may use the admin at /admin/')
+    adduser_cmd.set_defaults(func=adduser)
+
+    manage_cmd = commands.add_parser('manage', help="run a Django management command, e.g. 'changepassword NAME'")
+    manage_cmd.add_argument('--data', help=data_help)
+    manage_cmd.add_argument('command', nargs=argparse.REMAINDER)
+    manage_cmd.set_defaults(func=manage)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``oaio-server``."""
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The change feed: what changed for a user since a cursor (queries only; see longpoll.py for HTTP).
+
+A cursor is the ``seq`` of the last change row a client has seen. Without a cursor the answer is
+a snapshot of every subscribed object; with one it is built from the change rows after it, so its
+cost grows with the number of changes, not of objects.
+"""
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import Max
+
+from .errors import InvalidInput
+from .models import Change, OaiObject, Subscription
+from .objects import object_dict
+
+MAX_CURSOR = 2 ** 63 - 1
+
+
+def parse_cursor(text: str | None) -> int | None:
+    """The cursor of ``?since=``: None for a snapshot (absent or empty), else a non-negative int."""
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 19 or int(text) > MAX_CURSOR:
+        raise InvalidInput(f'since must be a cursor from a previous answer, got {text[:40]!r}')
+    return int(text)
+
+
+def _entry(sub: Subscription) -> dict:
+    head = sub.oai_object.head
+    return {'oaio': object_dict(head, sub.oai_object.csh_id, sub.access_right), 'files': head.files}
+
+
+def _subscriptions(user):
+    return Subscription.objects.filter(user=user).select_related(
+        'oai_object__head__user', 'oai_object__head__oai_object')
+
+
+def snapshot(user) -> dict:
+    """Every object the user is subscribed to, and the cursor to continue from."""
+    cursor = Change.objects.filter(user=user).aggregate(last=Max('seq'))['last'] or 0
+    entries = [_entry(sub) for sub in _subscriptions(user)]
+    return {'cursor': str(cursor), 'snapshot': True, 'more': False, 'changes': entries}
+
+
+def changes_after(user, cursor: int) -> dict:
+    """Objects changed for the user after ``cursor``: current heads, or tombstones for objects that
+    were deleted or are no longer shared with the user. At most OAIO_FEED_PAGE rows per answer."""
+    page = settings.OAIO_FEED_PAGE
+    rows = list(Change.objects.filter(user=user, seq__gt=cursor).order_by('seq').values_list('seq', 'oaio_id')[:page])
+    if not rows:
+        return {'cursor': str(cursor), 'snapshot': False, 'more': False, 'changes': []}
+    ids = list(dict.fromkeys(oaio_id for _, oaio_id in rows))
+    subs = {sub.oai_object.oaio_id: sub for sub in _subscriptions(user).filter(oai_object__oaio_id__in=ids)}
+    existing = set(OaiObject.objects.filter(oaio_id__in=set(ids) - set(subs)).values_list('oaio_id', flat=True))
+    entries = [_entry(subs[oaio_id]) if oaio_id in subs else
+               {'oaio_id': oaio_id, 'gone': 'unsubscribed' if oaio_id in existing else 'deleted'}
+               for oaio_id in ids]
+    return {'cursor': str(rows[-1][0]), 'snapshot': False, 'more': len(rows) == page, 'changes': entries}
+
+
+def changes_for(user, cursor: int | None) -> dict:
+    """Snapshot or incremental answer; runs in a worker thread, so it refreshes its connection."""
+    close_old_connections()
+    return snapshot(user) if cursor is None else changes_after(user, cursor)

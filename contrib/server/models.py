@@ -1,0 +1,108 @@
+"""The oaio server's schema: the whole of it, with the invariant of every table next to it.
+
+- ``OaiObject``: one row per registered object. ``head`` is its newest version; an object row
+  never exists without a head (both are created in one transaction by ``register/``).
+- ``Version``: the linear history of an object. Stamps of one object are unique and increase
+  with ``id``; a version row exists only once every blob of its ``files`` manifest is stored.
+- ``Subscription``: who sees an object and with which right. The owner always holds ``C``.
+  Right ``x`` is never stored: unsubscribing deletes the row.
+- ``Blob``: one row per stored content, keyed by sha256. A row exists only after the content is
+  durably in the blob storage under ``blob_name(sha256)``.
+- ``StagedFile``: a file put under ``files/<id>/<stamp>/<path>`` before the version naming it
+  exists (the original storage-host protocol). ``register/``/``upload/`` consume it.
+- ``Change``: the change feed, fanned out per user: a row says "object ``oaio_id`` changed for
+  ``user``" (new version, subscription change, deletion). ``seq`` increases with every commit, so
+  a cursor is simply the last ``seq`` a client has seen.
+- ``ActionLog``: who did what, from which device and app (append-only).
+"""
+from django.conf import settings
+from django.db import models
+
+MAX_ID_CHARS = 255
+
+
+class OaiObject(models.Model):
+    oaio_id = models.CharField(max_length=MAX_ID_CHARS, unique=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name='oaio_objects')
+    csh_id = models.CharField(max_length=64, blank=True)      # storage host of the attached files
+    head = models.OneToOneField('Version', null=True, on_delete=models.SET_NULL, related_name='+')
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = 'oai object'
+
+    def __str__(self) -> str:
+        return self.oaio_id
+
+
+class Version(models.Model):
+    oai_object = models.ForeignKey(OaiObject, on_delete=models.CASCADE, related_name='versions')
+    stamp = models.CharField(max_length=20)                   # client_stamp of this version
+    server_stamp = models.CharField(max_length=20)            # server time when it was stored
+    values = models.JSONField(default=dict)
+    files = models.JSONField(default=dict)                    # {relative path: {"sha256": hex, "size": int}}
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name='+')
+    device_id = models.CharField(max_length=128, blank=True)
+    app_id = models.CharField(max_length=128, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=['oai_object', 'stamp'], name='unique_version_stamp')]
+
+    def __str__(self) -> str:
+        return f'{self.oai_object_id}@{self.stamp}'
+
+
+class Subscription(models.Model):
+    RIGHTS = [('C', 'create (owner)'), ('D', 'delete and update'), ('U', 'update'), ('r', 'read')]
+    oai_object = models.ForeignKey(OaiObject, on_delete=models.CASCADE, related_name='subscriptions')
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name='oaio_subscriptions')
+    access_right = models.CharField(max_length=1, choices=RIGHTS)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=['oai_object', 'user'], name='unique_subscription')]
+
+    def __str__(self) -> str:
+        return f'{self.user} {self.access_right} {self.oai_object}'
+
+
+class Blob(models.Model):
+    sha256 = models.CharField(max_length=64, primary_key=True)
+    size = models.BigIntegerField()
+    stored = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.sha256
+
+
+class StagedFile(models.Model):
+    oaio_id = models.CharField(max_length=MAX_ID_CHARS)       # the object may not be registered yet
+    stamp = models.CharField(max_length=20)
+    path = models.CharField(max_length=4096)
+    blob = models.ForeignKey(Blob, on_delete=models.PROTECT)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name='+')
+    stored = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=['oaio_id', 'stamp'])]
+
+
+class Change(models.Model):
+    seq = models.BigAutoField(primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name='+')
+    oaio_id = models.CharField(max_length=MAX_ID_CHARS)
+
+    class Meta:
+        indexes = [models.Index(fields=['user', 'seq'])]
+
+
+class ActionLog(models.Model):
+    when = models.DateTimeField(auto_now_add=True, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name='+')
+    device_id = models.CharField(max_length=128, blank=True)
+    app_id = models.CharField(max_length=128, blank=True)
+    action = models.CharField(max_length=32)
+    oaio_id = models.CharField(max_length=MAX_ID_CHARS, blank=True)
+    detail = models.CharField(max_length=255, blank=True)
+
+    def __str__(self) -> str:
+        return f'{self.when:%Y-%m-%d %H:%M:%S} {self.user} {self.action} {self.oaio_id}'

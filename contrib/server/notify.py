@@ -1,0 +1,110 @@
+"""Wake-ups for long polls: one watcher per server process, cheap however many clients wait.
+
+Waiting clients hold no thread and no database connection: each waits on an ``asyncio.Event``.
+While anyone waits, one task per process reads the change rows committed since it last looked
+(every ``OAIO_FEED_POLL_INTERVAL`` seconds, at once after a commit in this process) and sets the
+events of the users those rows belong to. Other server processes behind the same database are
+thus seen within one poll interval; commits of this process immediately.
+"""
+import asyncio
+import contextlib
+import logging
+import threading
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+from django.db.models import Max
+
+from .models import Change
+
+_BATCH = 10000
+log = logging.getLogger(__name__)
+
+
+def _max_seq() -> int:
+    close_old_connections()
+    return Change.objects.aggregate(last=Max('seq'))['last'] or 0
+
+
+def _users_changed_after(seq: int) -> tuple[int, set]:
+    close_old_connections()
+    rows = list(Change.objects.filter(seq__gt=seq).order_by('seq').values_list('seq', 'user_id')[:_BATCH])
+    return (rows[-1][0] if rows else seq), {user_id for _, user_id in rows}
+
+
+class ChangeWatcher:
+    """Tells waiting long polls of this process that their user has new changes."""
+
+    def __init__(self, poll_interval: float):
+        self.poll_interval = poll_interval
+        self._events: dict[int, set[asyncio.Event]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poke: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+        self._started: asyncio.Event | None = None
+        self._last_seq = 0
+        self._lock = threading.Lock()
+
+    @contextlib.asynccontextmanager
+    async def listening(self, user_id: int):
+        """Register an event that is set whenever ``user_id`` gets a change.
+
+        Returns only once the watcher has read its baseline, so that a query the caller makes
+        afterwards and the watcher's next look together cannot miss a commit.
+        """
+        event = asyncio.Event()
+        self._events.setdefault(user_id, set()).add(event)
+        try:
+            await self._ensure_running()
+            yield event
+        finally:
+            waiting = self._events.get(user_id, set())
+            waiting.discard(event)
+            if not waiting:
+                self._events.pop(user_id, None)
+
+    def poke_threadsafe(self) -> None:
+        """Look for new changes now (called after a commit, from any thread)."""
+        with self._lock:
+            loop, poke = self._loop, self._poke
+        if loop is not None and poke is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(poke.set)
+
+    async def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            with self._lock:
+                self._loop = asyncio.get_running_loop()
+                self._poke = asyncio.Event()
+            self._started = asyncio.Event()
+            self._task = asyncio.create_task(self._run(self._started))
+        await self._started.wait()
+
+    async def _run(self, started: asyncio.Event) -> None:
+        # On a database error the waiters still answer when their wait times out.
+        try:
+            self._last_seq = await sync_to_async(_max_seq, thread_sensitive=False)()
+            started.set()
+            await self._watch()
+        except Exception:
+            log.exception('change watcher failed; long polls fall back to their timeout')
+        finally:
+            started.set()
+
+    async def _watch(self) -> None:
+        while self._events:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poke.wait(), self.poll_interval)
+            self._poke.clear()
+            self._last_seq, users = await sync_to_async(_users_changed_after, thread_sensitive=False)(self._last_seq)
+            for user_id in users:
+                for event in self._events.get(user_id, ()):
+                    event.set()
+
+
+watcher = ChangeWatcher(settings.OAIO_FEED_POLL_INTERVAL)
+
+
+def notify_commit() -> None:
+    """transaction.on_commit hook: wake this process's watcher at once."""
+    watcher.poke_threadsafe()

@@ -1,0 +1,246 @@
+"""Object operations: register, upload, delete, subscribe, wipe — the rules of the model.
+
+Each public function runs in one transaction, checks the caller's access right first, and records
+the change for every affected subscriber (the change feed) and in the action log.
+"""
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+
+from oaio.client import protocol as p
+
+from .errors import Conflict, Forbidden, InvalidInput, NotFound
+from .models import ActionLog, Blob, Change, OaiObject, StagedFile, Subscription, Version
+from .notify import notify_commit
+
+RIGHT_ORDER = {right: index for index, right in enumerate(p.ACCESS_RIGHTS)}
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who is asking: the authenticated user and the device and app from the X-OAIO headers."""
+
+    user: object
+    device_id: str = ''
+    app_id: str = ''
+
+
+def object_dict(version: Version, csh_id: str, access_right: str) -> dict:
+    """The wire form of a version: exactly the ten fields of the original protocol."""
+    return {
+        'oaio_id': version.oai_object.oaio_id,
+        'client_stamp': version.stamp,
+        'server_stamp': version.stamp,
+        'client_values': version.values,
+        'server_values': version.values,
+        'csh_id': csh_id,
+        'username': version.user.username if version.user else '',
+        'device_id': version.device_id,
+        'app_id': version.app_id,
+        'csh_access_right': access_right,
+    }
+
+
+def subscription_of(user, oaio_id: str) -> Subscription:
+    """The caller's subscription to ``oaio_id``; NotFound (never Forbidden) for non-subscribers."""
+    sub = (Subscription.objects.select_related('oai_object__head__user', 'oai_object__head__oai_object')
+           .filter(user=user, oai_object__oaio_id=oaio_id).first())
+    if sub is None:
+        raise NotFound(f'no object {oaio_id!r} is shared with you')
+    return sub
+
+
+def _require_right(sub: Subscription, allowed: tuple, action: str) -> None:
+    if sub.access_right not in allowed:
+        raise Forbidden(f'your access right {sub.access_right!r} does not allow to {action} {sub.oai_object.oaio_id!r}')
+
+
+def _lock_change_feed() -> None:
+    """Make change rows commit in the order of their ``seq``.
+
+    A cursor promises that nothing at or below it is still to come. PostgreSQL hands out sequence
+    numbers at insert time, so two transactions could commit seq 11 before seq 10, and a client
+    that saw 11 would never see 10. Holding this lock from the insert until the commit orders them.
+    (SQLite needs nothing: its IMMEDIATE transactions run one at a time.)
+    """
+    if connection.vendor == 'postgresql':
+        with connection.cursor() as cursor:
+            cursor.execute(f'LOCK TABLE {Change._meta.db_table} IN SHARE ROW EXCLUSIVE MODE')
+
+
+def _record(ctx: Context, action: str, oaio_id: str, users, detail: str = '') -> None:
+    """Append the change for each affected user and the action log entry, and wake long polls."""
+    _lock_change_feed()
+    Change.objects.bulk_create([Change(user_id=getattr(user, 'pk', user), oaio_id=oaio_id) for user in users])
+    ActionLog.objects.create(user=ctx.user, device_id=ctx.device_id, app_id=ctx.app_id, action=action,
+                             oaio_id=oaio_id, detail=detail[:255])
+    transaction.on_commit(notify_commit)
+
+
+def _subscriber_ids(obj: OaiObject) -> list:
+    return list(obj.subscriptions.values_list('user_id', flat=True))
+
+
+def _delete_object(obj: OaiObject) -> list:
+    """Delete an object with its versions, subscriptions and staged files; return its subscribers."""
+    subscribers = _subscriber_ids(obj)
+    obj.head = None
+    obj.save(update_fields=['head'])
+    obj.delete()
+    StagedFile.objects.filter(oaio_id=obj.oaio_id).delete()
+    return subscribers
+
+
+def _manifest(oaio_id: str, stamp: str, values: dict, declared: object, user) -> dict:
+    """Build the file manifest of a new version; every file must already be stored.
+
+    A path's content is the hash the client declares in ``files`` (our extension) or the file it
+    put under ``files/<id>/<stamp>/<path>`` before (the original storage-host protocol).
+    """
+    paths = values.get(p.FILE_PATHS_KEY, [])
+    declared = declared or {}
+    if not isinstance(declared, dict) or not set(declared) <= set(paths):
+        raise InvalidInput(f'"files" must map paths listed in {p.FILE_PATHS_KEY} to sha256 hashes')
+    staged = {staged.path: staged.blob_id for staged in
+              StagedFile.objects.filter(oaio_id=oaio_id, stamp=stamp, user=user, path__in=paths)}
+    hashes = {path: p.check_sha256(declared[path]) if path in declared else staged.get(path) for path in paths}
+    sizes = dict(Blob.objects.filter(sha256__in=[h for h in hashes.values() if h]).values_list('sha256', 'size'))
+    missing = sorted(path for path, digest in hashes.items() if digest not in sizes)
+    if missing:
+        raise InvalidInput('files of this version are not stored yet; upload them first',
+                           missing=missing[:100])
+    return {path: {'sha256': digest, 'size': sizes[digest]} for path, digest in hashes.items()}
+
+
+def _new_version(obj: OaiObject, ctx: Context, stamp: str, values: dict, files: dict) -> Version:
+    server_stamp = max(p.now_stamp(), stamp)
+    version = Version.objects.create(oai_object=obj, stamp=stamp, server_stamp=server_stamp, values=values,
+                                     files=files, user=ctx.user, device_id=ctx.device_id, app_id=ctx.app_id)
+    obj.head = version
+    obj.save(update_fields=['head'])
+    StagedFile.objects.filter(oaio_id=obj.oaio_id, stamp=stamp).delete()
+    return version
+
+
+def _checked_upload(body: dict) -> tuple[str, str, dict]:
+    oaio_id = p.check_oaio_id(body.get('oaio_id'))
+    stamp = p.check_stamp(body.get('client_stamp'), 'client_stamp')
+    values = p.check_values(body.get('client_values', {}))
+    return oaio_id, stamp, values
+
+
+@transaction.atomic
+def register(ctx: Context, body: dict) -> dict:
+    """Create a new object owned by the caller, with its first version and a ``C`` subscription."""
+    oaio_id, stamp, values = _checked_upload(body)
+    csh_id = p.check_csh_id(body.get('csh_id') or settings.OAIO_DEFAULT_STORAGE_HOST)
+    if OaiObject.objects.filter(oaio_id=oaio_id).exists():
+        raise Conflict(f'an object with id {oaio_id!r} is already registered')
+    files = _manifest(oaio_id, stamp, values, body.get('files'), ctx.user)
+    obj = OaiObject.objects.create(oaio_id=oaio_id, owner=ctx.user, csh_id=csh_id)
+    version = _new_version(obj, ctx, stamp, values, files)
+    Subscription.objects.create(oai_object=obj, user=ctx.user, access_right=p.CREATE_RIGHT)
+    _record(ctx, 'register', oaio_id, [ctx.user], stamp)
+    return object_dict(version, csh_id, p.CREATE_RIGHT)
+
+
+@transaction.atomic
+def upload(ctx: Context, body: dict) -> dict:
+    """Add a version on top of the head named by ``server_stamp``; 409 with the head otherwise."""
+    oaio_id, stamp, values = _checked_upload(body)
+    sub = subscription_of(ctx.user, oaio_id)
+    _require_right(sub, p.WRITE_RIGHTS, 'update')
+    obj = OaiObject.objects.select_for_update().get(pk=sub.oai_object_id)
+    head = Version.objects.select_related('user').get(pk=obj.head_id)
+    head.oai_object = obj
+    if body.get('server_stamp') != head.stamp:
+        raise Conflict(f'the object changed on the server: your version is based on {body.get("server_stamp")!r}, '
+                       f'the head is {head.stamp}', head=object_dict(head, obj.csh_id, sub.access_right))
+    if stamp <= head.stamp:
+        raise Conflict(f'client_stamp {stamp} is not newer than the head {head.stamp}',
+                       head=object_dict(head, obj.csh_id, sub.access_right))
+    files = _manifest(oaio_id, stamp, values, body.get('files'), ctx.user)
+    version = _new_version(obj, ctx, stamp, values, files)
+    _record(ctx, 'upload', oaio_id, _subscriber_ids(obj), stamp)
+    return object_dict(version, obj.csh_id, sub.access_right)
+
+
+@transaction.atomic
+def delete(ctx: Context, body: dict) -> None:
+    """Delete an object with its history and subscriptions (rights D and C)."""
+    oaio_id = p.check_oaio_id(body.get('oaio_id'))
+    sub = subscription_of(ctx.user, oaio_id)
+    _require_right(sub, p.DELETE_RIGHTS, 'delete')
+    _record(ctx, 'delete', oaio_id, _delete_object(sub.oai_object))
+
+
+@transaction.atomic
+def subscribe(ctx: Context, body: dict) -> int:
+    """Add, change or (right ``x``) remove a user's subscription; returns the subscription id.
+
+    Only a ``C`` subscriber changes other users' subscriptions; anyone may unsubscribe themselves,
+    except the owner, who deletes the object instead. The owner's ``C`` cannot be changed.
+    """
+    oaio_id = p.check_oaio_id(body.get('oaio_id'))
+    right = p.check_access_right(body.get('access_right'))
+    username = body.get('username')
+    if not isinstance(username, str) or not username:
+        raise InvalidInput('username must be a non-empty string')
+    sub = subscription_of(ctx.user, oaio_id)
+    obj = sub.oai_object
+    is_self = username == ctx.user.username
+    if not (sub.access_right == p.CREATE_RIGHT or (is_self and right == p.NO_RIGHT)):
+        raise Forbidden(f'only a subscriber with right C can change the subscriptions of {oaio_id!r}')
+    target = get_user_model().objects.filter(username=username, is_active=True).first()
+    if target is None:
+        raise NotFound(f'no user {username!r}')
+    if target.pk == obj.owner_id:
+        raise Forbidden(f"the owner's subscription of {oaio_id!r} cannot change; delete the object instead")
+    existing = Subscription.objects.filter(oai_object=obj, user=target).first()
+    if right == p.NO_RIGHT:
+        sub_id = existing.pk if existing else 0
+        if existing:
+            existing.delete()
+    else:
+        existing, _ = Subscription.objects.update_or_create(oai_object=obj, user=target,
+                                                           defaults={'access_right': right})
+        sub_id = existing.pk
+    _record(ctx, 'subscribe', oaio_id, [target], f'{username}={right}')
+    return sub_id
+
+
+def user_subscriptions(user, oaio_id: str) -> list[dict]:
+    """Subscribers of ``oaio_id`` (sorted by right C, D, U, r, then name), or every user with ``x``
+    when the object is unknown or not shared with the caller."""
+    sub = Subscription.objects.filter(user=user, oai_object__oaio_id=oaio_id).first()
+    if sub is None:
+        names = get_user_model().objects.filter(is_active=True).order_by('username').values_list('username', flat=True)
+        return [{'username': name, 'access_right': p.NO_RIGHT} for name in names]
+    rows = Subscription.objects.filter(oai_object_id=sub.oai_object_id).values_list('user__username', 'access_right')
+    ordered = sorted(rows, key=lambda row: (RIGHT_ORDER[row[1]], row[0]))
+    return [{'username': name, 'access_right': right} for name, right in ordered]
+
+
+def listing(user) -> list[dict]:
+    """The head of every object the user is subscribed to (``oaio_stampz/``)."""
+    subs = Subscription.objects.filter(user=user).select_related('oai_object__head__user', 'oai_object__head__oai_object')
+    return [object_dict(sub.oai_object.head, sub.oai_object.csh_id, sub.access_right) for sub in subs]
+
+
+@transaction.atomic
+def wipe_user(ctx: Context, username: object) -> None:
+    """Delete a user with their objects, subscriptions and log entries (oneself, or staff)."""
+    if not isinstance(username, str) or not username:
+        raise InvalidInput('Uid must be a non-empty user name')
+    if username != ctx.user.username and not ctx.user.is_staff:
+        raise Forbidden('only staff can wipe other users')
+    target = get_user_model().objects.filter(username=username).first()
+    if target is None:
+        raise NotFound(f'no user {username!r}')
+    for obj in OaiObject.objects.filter(owner=target):
+        others = [uid for uid in _delete_object(obj) if uid != target.pk]
+        _record(ctx, 'delete', obj.oaio_id, others, f'wipe_user {username}')
+    StagedFile.objects.filter(user=target).delete()
+    target.delete()

@@ -1,0 +1,140 @@
+"""Django settings of the oaio server.
+
+Configuration comes from the environment, so that ``oaio-server serve --data DIR`` needs none:
+
+- ``OAIO_DATA``: the data directory (SQLite database, blob store, secret key); default ``./oaio-data``.
+- ``DATABASE_URL``: a PostgreSQL URL (``postgres://user:pass@host/db``) instead of the embedded SQLite.
+- ``OAIO_SECRET_KEY``: the secret key; default: generated once into ``DATA/secret_key`` (mode 0600).
+- ``OAIO_ALLOWED_HOSTS``: comma-separated host names the server answers for; default ``*``.
+- ``OAIO_STORAGE_HOSTS``: JSON dict ``{csh_id: {kwargs}}`` of extra storage hosts for ``csh_args/``.
+- ``OAIO_PASSWORD_HASHER``: ``fast`` (MD5, for test suites only) or unset for Django's default.
+"""
+import json
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+
+DATA_DIR = Path(os.environ.get('OAIO_DATA', 'oaio-data')).resolve()
+BLOB_DIR = DATA_DIR / 'blobs'
+TMP_DIR = DATA_DIR / 'tmp'
+
+
+def _secret_key() -> str:
+    """Read the generated secret key of the data directory, creating it (mode 0600) on first use."""
+    if os.environ.get('OAIO_SECRET_KEY'):
+        return os.environ['OAIO_SECRET_KEY']
+    path = DATA_DIR / 'secret_key'
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, 'w') as file:
+        file.write(secrets.token_urlsafe(50))
+        file.flush()
+        os.fsync(file.fileno())
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+DEBUG = False
+ALLOWED_HOSTS = [host.strip() for host in os.environ.get('OAIO_ALLOWED_HOSTS', '*').split(',') if host.strip()]
+
+INSTALLED_APPS = [
+    'django.contrib.admin',
+    'django.contrib.auth',
+    'django.contrib.contenttypes',
+    'django.contrib.sessions',
+    'django.contrib.messages',
+    'django.contrib.staticfiles',
+    'oaio.server.apps.OaioServerConfig',
+]
+
+MIDDLEWARE = [
+    'django.middleware.security.SecurityMiddleware',
+    'whitenoise.middleware.WhiteNoiseMiddleware',
+    'django.contrib.sessions.middleware.SessionMiddleware',
+    'django.middleware.common.CommonMiddleware',
+    'django.middleware.csrf.CsrfViewMiddleware',
+    'django.contrib.auth.middleware.AuthenticationMiddleware',
+    'django.contrib.messages.middleware.MessageMiddleware',
+    'django.middleware.clickjacking.XFrameOptionsMiddleware',
+    'oaio.server.errors.ApiErrorMiddleware',
+]
+
+ROOT_URLCONF = 'oaio.server.urls'
+TEMPLATES = [{
+    'BACKEND': 'django.template.backends.django.DjangoTemplates',
+    'APP_DIRS': True,
+    'OPTIONS': {'context_processors': [
+        'django.template.context_processors.request',
+        'django.contrib.auth.context_processors.auth',
+        'django.contrib.messages.context_processors.messages',
+    ]},
+}]
+ASGI_APPLICATION = 'oaio.server.asgi.application'
+
+if os.environ.get('DATABASE_URL'):
+    DATABASES = {'default': dj_database_url.parse(os.environ['DATABASE_URL'], conn_max_age=60,
+                                                  conn_health_checks=True)}
+else:
+    DATABASES = {'default': {
+        'ENGINE': 'django.db.backends.sqlite3',
+        'NAME': DATA_DIR / 'db.sqlite3',
+        'OPTIONS': {
+            # IMMEDIATE: a writing transaction takes the write lock at its start, so two concurrent
+            # read-check-write transactions (the upload head check) serialize instead of failing.
+            'transaction_mode': 'IMMEDIATE',
+            'timeout': 30,
+            'init_command': 'PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;',
+        },
+    }}
+DEFAULT_AUTO_FIELD = 'django.db.models.BigAutoField'
+
+if os.environ.get('OAIO_PASSWORD_HASHER') == 'fast':
+    PASSWORD_HASHERS = ['django.contrib.auth.hashers.MD5PasswordHasher']
+
+STORAGES = {
+    'default': {'BACKEND': 'django.core.files.storage.FileSystemStorage',
+                'OPTIONS': {'location': DATA_DIR / 'media'}},
+    # content-addressed file blobs; replace with an S3-compatible backend (django-storages) in production
+    'blobs': {'BACKEND': 'oaio.server.blobs.DurableFileSystemStorage',
+              'OPTIONS': {'location': BLOB_DIR, 'allow_overwrite': True}},
+    'staticfiles': {'BACKEND': 'django.contrib.staticfiles.storage.StaticFilesStorage'},
+}
+STATIC_URL = 'static/'
+STATIC_ROOT = DATA_DIR / 'static'
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = False
+
+FILE_UPLOAD_TEMP_DIR = TMP_DIR
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024       # JSON request bodies
+OAIO_MAX_FILE_BYTES = int(os.environ.get('OAIO_MAX_FILE_BYTES', 64 * 1024 ** 3))
+OAIO_FEED_PAGE = 1000                               # changes per change-feed answer
+OAIO_FEED_MAX_WAIT = 60.0                           # seconds a long poll may wait
+OAIO_FEED_POLL_INTERVAL = 0.05                      # seconds between checks for commits of other processes
+OAIO_DEFAULT_STORAGE_HOST = 'oaio'                  # this server itself
+OAIO_STORAGE_HOSTS = json.loads(os.environ.get('OAIO_STORAGE_HOSTS', '{}'))
+
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = 'Lax'
+CSRF_COOKIE_HTTPONLY = False                        # the client copies the token into X-CSRFToken
+CSRF_FAILURE_VIEW = 'oaio.server.errors.csrf_failure'
+
+USE_TZ = True
+TIME_ZONE = 'UTC'
+LANGUAGE_CODE = 'en-us'
+
+LOGGING = {
+    'version': 1,
+    'disable_existing_loggers': False,
+    'formatters': {'plain': {'format': '%(asctime)s %(levelname)s %(name)s: %(message)s'}},
+    'handlers': {'stderr': {'class': 'logging.StreamHandler', 'formatter': 'plain'}},
+    'root': {'handlers': ['stderr'], 'level': 'WARNING'},
+    'loggers': {
+        'oaio': {'level': os.environ.get('OAIO_LOG_LEVEL', 'INFO')},
+        'django.request': {'level': 'ERROR'},   # 4xx answers are the client's business; uvicorn logs them
+    },
+}

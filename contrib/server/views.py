@@ -1,0 +1,194 @@
+"""HTTP endpoints of WIRE.md plus our file and blob extensions: decode, call one function, answer.
+
+Every endpoint that takes POST also answers GET with 200 and the ``csrftoken`` cookie: the
+original client sends such a GET to the same URL before its first POST to obtain the token.
+"""
+import functools
+import json
+
+from django.conf import settings
+from django.contrib.auth import authenticate, login as django_login, logout as django_logout
+from django.http import HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.middleware.csrf import get_token
+
+from oaio.client import protocol as p
+
+from . import blobs, objects
+from .errors import Forbidden, InvalidInput, MethodNotAllowed, NotAuthenticated, NotFound
+from .models import ActionLog, OaiObject, StagedFile, Version
+
+
+def _json_body(request) -> dict:
+    try:
+        body = json.loads(request.body or b'null')
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f'request body is not valid JSON: {exc}') from None
+    if not isinstance(body, dict):
+        raise InvalidInput('request body must be a JSON object')
+    return body
+
+
+def _context(request) -> objects.Context:
+    return objects.Context(
+        user=request.user,
+        device_id=p.decode_context(request.headers.get(p.HEADER_DEVICE), p.HEADER_DEVICE),
+        app_id=p.decode_context(request.headers.get(p.HEADER_APP), p.HEADER_APP))
+
+
+def endpoint(methods: tuple[str, ...], anonymous: bool = False):
+    """Wrap a view: allowed methods, the token GET, authentication and the caller's context.
+
+    The view is called as ``view(request, ctx, *args)`` and its return value is answered as JSON
+    (a non-response value) or as it is (an HttpResponse).
+    """
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if request.method == 'GET' and 'GET' not in methods:
+                get_token(request)
+                return JsonResponse({'detail': f'send {"/".join(methods)} here; this GET sets the CSRF cookie'})
+            if request.method not in methods:
+                raise MethodNotAllowed(f'{request.path} answers {", ".join(methods)}')
+            if not anonymous and not request.user.is_authenticated:
+                raise NotAuthenticated('log in first (POST login/)')
+            result = view(request, _context(request), *args, **kwargs)
+            return result if isinstance(result, HttpResponseBase) else JsonResponse(result, safe=False)
+        return wrapper
+    return decorate
+
+
+@endpoint(('POST',), anonymous=True)
+def login(request, ctx):
+    body = _json_body(request)
+    username, password = body.get('username'), body.get('password')
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise InvalidInput('login needs "username" and "password" strings')
+    user = authenticate(request, username=username, password=password)
+    if user is None:
+        raise NotAuthenticated('wrong user name or password')
+    django_login(request, user)
+    ActionLog.objects.create(user=user, device_id=ctx.device_id, app_id=ctx.app_id, action='login')
+    return {'username': user.username}
+
+
+@endpoint(('POST',), anonymous=True)
+def logout(request, ctx):
+    django_logout(request)
+    return {'detail': 'logged out'}
+
+
+@endpoint(('GET',), anonymous=True)
+def current_stamp(request, ctx):
+    return {'current_stamp': p.now_stamp()}
+
+
+@endpoint(('GET',))
+def oaio_stampz(request, ctx):
+    return objects.listing(request.user)
+
+
+@endpoint(('POST',))
+def register(request, ctx):
+    return objects.register(ctx, _json_body(request))
+
+
+@endpoint(('POST',))
+def upload(request, ctx):
+    return objects.upload(ctx, _json_body(request))
+
+
+@endpoint(('POST',))
+def delete(request, ctx):
+    objects.delete(ctx, _json_body(request))
+    return {'detail': 'deleted'}
+
+
+@endpoint(('POST',))
+def subscribe(request, ctx):
+    return {'Pid': objects.subscribe(ctx, _json_body(request))}
+
+
+@endpoint(('GET',))
+def user_subz(request, ctx, oaio_id):
+    return objects.user_subscriptions(request.user, oaio_id)
+
+
+@endpoint(('POST',))
+def wipe_user(request, ctx):
+    objects.wipe_user(ctx, _json_body(request).get('Uid'))
+    return {'detail': 'wiped'}
+
+
+@endpoint(('GET',))
+def csh_args(request, ctx, csh_id):
+    if csh_id == settings.OAIO_DEFAULT_STORAGE_HOST:
+        return {'base_url': request.build_absolute_uri('/api/files/')}
+    if csh_id in settings.OAIO_STORAGE_HOSTS:
+        return settings.OAIO_STORAGE_HOSTS[csh_id]
+    raise NotFound(f'no storage host {csh_id!r} is configured on this server')
+
+
+@endpoint(('POST',))
+def blobs_missing(request, ctx):
+    hashes = _json_body(request).get('sha256')
+    if not isinstance(hashes, list) or len(hashes) > 1000:
+        raise InvalidInput('"sha256" must be a list of at most 1000 hashes')
+    return {'missing': blobs.missing([p.check_sha256(digest) for digest in hashes])}
+
+
+def _file_address(oaio_id: str, stamp: str, path: str) -> tuple[str, str, str]:
+    return p.check_oaio_id(oaio_id), p.check_stamp(stamp), p.check_relative_path(path.rstrip('/'))
+
+
+@endpoint(('GET', 'PUT', 'DELETE'))
+def files(request, ctx, oaio_id, stamp, path):
+    """The storage host: ``files/<oaio_id>/<stamp>/<path>``."""
+    if request.method == 'DELETE':
+        return _delete_staged(request.user, oaio_id, stamp, path)
+    oaio_id, stamp, path = _file_address(oaio_id, stamp, path)
+    if request.method == 'PUT':
+        return _put_file(request, oaio_id, stamp, path)
+    return _get_file(request.user, oaio_id, stamp, path)
+
+
+def _put_file(request, oaio_id: str, stamp: str, path: str) -> JsonResponse:
+    if OaiObject.objects.filter(oaio_id=oaio_id).exists():
+        sub = objects.subscription_of(request.user, oaio_id)
+        if sub.access_right not in p.WRITE_RIGHTS:
+            raise Forbidden(f'your access right {sub.access_right!r} does not allow to change {oaio_id!r}')
+        if Version.objects.filter(oai_object=sub.oai_object, stamp=stamp).exists():
+            raise InvalidInput(f'version {stamp} of {oaio_id!r} is stored already; versions never change')
+    blob = blobs.store(request, request.headers.get(p.HEADER_SHA256, ''))
+    StagedFile.objects.update_or_create(oaio_id=oaio_id, stamp=stamp, path=path, user=request.user,
+                                        defaults={'blob': blob})
+    return JsonResponse({'sha256': blob.sha256, 'size': blob.size}, status=201)
+
+
+def _get_file(user, oaio_id: str, stamp: str, path: str) -> StreamingHttpResponse:
+    sub = objects.subscription_of(user, oaio_id)
+    version = Version.objects.filter(oai_object=sub.oai_object, stamp=stamp).first()
+    entry = version.files.get(path) if version else None
+    if entry is None:
+        raise NotFound(f'version {stamp} of {oaio_id!r} has no file {path!r}')
+    response = StreamingHttpResponse(blobs.iter_content(entry['sha256']), content_type='application/octet-stream')
+    response['Content-Length'] = str(entry['size'])
+    response[p.HEADER_SHA256] = entry['sha256']
+    return response
+
+
+def _delete_staged(user, oaio_id: str, stamp: str, path: str) -> JsonResponse:
+    """Remove staged files under ``<oaio_id>/<stamp>/[path]``; stored versions never change, so
+    their files stay until the object is deleted."""
+    p.check_oaio_id(oaio_id)
+    p.check_stamp(stamp)
+    if OaiObject.objects.filter(oaio_id=oaio_id).exists():
+        sub = objects.subscription_of(user, oaio_id)
+        if sub.access_right not in p.WRITE_RIGHTS:
+            raise Forbidden(f'your access right {sub.access_right!r} does not allow to change {oaio_id!r}')
+    staged = StagedFile.objects.filter(oaio_id=oaio_id, stamp=stamp, user=user)
+    prefix = path.rstrip('/')
+    if prefix:
+        p.check_relative_path(prefix)
+        staged = staged.filter(path=prefix) | staged.filter(path__startswith=prefix + '/')
+    count, _ = staged.delete()
+    return JsonResponse({'deleted': count})
