@@ -79,6 +79,10 @@ def logout(request, ctx):
 
 @endpoint(('GET',), anonymous=True)
 def current_stamp(request, ctx):
+    # The original client checks its session with this GET and logs in again only when it fails:
+    # a session cookie that no longer authenticates (expired, logged out elsewhere) gets a 401.
+    if settings.SESSION_COOKIE_NAME in request.COOKIES and not request.user.is_authenticated:
+        raise NotAuthenticated('your session has ended; log in again (POST login/)')
     return {'current_stamp': p.now_stamp()}
 
 
