@@ -1,0 +1,156 @@
+"""The HTTP session with an oaio server: login, CSRF, timeouts, retries, errors as exceptions."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import IO, Iterator
+from urllib.parse import quote
+
+import requests
+
+from . import protocol as p
+from .errors import AccessDenied, AuthenticationError, ConflictError, OfflineError, ServerError
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+RETRIES = 3
+CHUNK_BYTES = 1024 * 1024
+
+
+def base_url(host: str) -> str:
+    """``host[:port]`` → the API URL as the original client builds it (http only for localhost and
+    127.0.0.1); a full ``http(s)://…`` URL is taken as it is."""
+    if host.startswith(('http://', 'https://')):
+        return host.rstrip('/') + ('' if host.rstrip('/').endswith('/api') else '/api') + '/'
+    scheme = 'http' if host.startswith(('localhost', '127.0.0.1')) else 'https'
+    return f'{scheme}://{host}/api/'
+
+
+def _error_for(response: requests.Response, what: str) -> ServerError:
+    try:
+        body = response.json()
+    except ValueError:
+        body = {'detail': response.text[:200]}
+    detail = body.get('detail', '') if isinstance(body, dict) else ''
+    message = f'{what} failed: HTTP {response.status_code} {detail}'.strip()
+    if response.status_code == 401:
+        return AuthenticationError(message)
+    kind = {409: ConflictError, 403: AccessDenied, 404: AccessDenied}.get(response.status_code, ServerError)
+    return kind(message, response.status_code, body)
+
+
+class ServerApi:
+    """One logged-in session with an oaio server. Every request has a timeout; connection failures
+    are retried with back-off, then raised as :class:`OfflineError`."""
+
+    def __init__(self, host: str, username: str, password: str, device_id: str, app_id: str):
+        self.url = base_url(host)
+        self.username, self._password = username, password
+        self.session = requests.Session()
+        self.session.headers.update({p.HEADER_USER: p.encode_context(username),
+                                     p.HEADER_DEVICE: p.encode_context(device_id),
+                                     p.HEADER_APP: p.encode_context(app_id)})
+        self.logged_in = False
+
+    def close(self) -> None:
+        """Log out (if logged in and reachable) and close the session."""
+        if self.logged_in:
+            try:
+                self._send('post', 'logout/', retries=0)
+            except (OfflineError, ServerError):
+                pass
+            self.logged_in = False
+        self.session.close()
+
+    def _send(self, method: str, slug: str, retries: int = RETRIES, timeout: float = READ_TIMEOUT,
+              **kwargs) -> requests.Response:
+        url = self.url + slug
+        if method != 'get':
+            kwargs['headers'] = {**kwargs.get('headers', {}), 'X-CSRFToken': self._csrf_token(url), 'Referer': url}
+        for attempt in range(retries + 1):
+            try:
+                return self.session.request(method, url, timeout=(CONNECT_TIMEOUT, timeout), **kwargs)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                if attempt == retries or not _rewindable(kwargs):
+                    raise OfflineError(f'server {self.url} unreachable: {exc.__class__.__name__}') from None
+                time.sleep(min(0.2 * 2 ** attempt, 2.0))
+        raise AssertionError('unreachable')
+
+    def _csrf_token(self, url: str) -> str:
+        token = self.session.cookies.get('csrftoken')
+        if not token:
+            self.session.get(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            token = self.session.cookies.get('csrftoken', '')
+        return token
+
+    def request(self, method: str, slug: str, what: str, **kwargs) -> requests.Response:
+        """Send a request (logging in first if needed, and once more if the session expired)."""
+        if not self.logged_in:
+            self.login()
+        response = self._send(method, slug, **kwargs)
+        if response.status_code in (401, 403) and _is_session_error(response):
+            self.logged_in = False
+            self.login()
+            response = self._send(method, slug, **kwargs)
+        if not response.ok:
+            raise _error_for(response, what)
+        return response
+
+    def login(self) -> None:
+        """Log in with the credentials; :class:`AuthenticationError` if the server refuses them."""
+        response = self._send('post', 'login/', json={'username': self.username, 'password': self._password})
+        if not response.ok:
+            raise _error_for(response, f'login of user {self.username!r}')
+        self.logged_in = True
+
+    def json(self, method: str, slug: str, what: str, **kwargs):
+        return self.request(method, slug, what, **kwargs).json()
+
+    def current_stamp(self) -> str:
+        return self.json('get', 'current_stamp/', 'clock check')['current_stamp']
+
+    def changes(self, cursor: str, wait: float = 0.0) -> dict:
+        """One answer of the change feed after ``cursor`` ('' for a snapshot)."""
+        params = {'since': cursor} if cursor else {}
+        if wait:
+            params['wait'] = f'{wait:g}'
+        return self.json('get', 'changes/', 'change feed', params=params, timeout=READ_TIMEOUT + wait)
+
+    def missing_blobs(self, hashes: list[str]) -> set[str]:
+        missing: set[str] = set()
+        for start in range(0, len(hashes), 1000):
+            answer = self.json('post', 'blobs/missing/', 'blob check', json={'sha256': hashes[start:start + 1000]})
+            missing.update(answer['missing'])
+        return missing
+
+    def put_file(self, oaio_id: str, stamp: str, path: str, content: IO[bytes], sha256: str) -> None:
+        """Stream one file to the server's storage host (verified there against ``sha256``)."""
+        self.request('put', _file_slug(oaio_id, stamp, path), f'upload of {path!r}', data=_chunks(content),
+                     headers={p.HEADER_SHA256: sha256}, retries=0)
+
+    def open_file(self, oaio_id: str, stamp: str, path: str) -> requests.Response:
+        """A streaming response with one file of a version (caller closes it)."""
+        return self.request('get', _file_slug(oaio_id, stamp, path), f'download of {path!r}', stream=True)
+
+
+def _file_slug(oaio_id: str, stamp: str, path: str) -> str:
+    return f'files/{quote(oaio_id, safe="")}/{stamp}/{quote(path, safe="/")}'
+
+
+def _chunks(content: IO[bytes]) -> Iterator[bytes]:
+    while chunk := content.read(CHUNK_BYTES):
+        yield chunk
+
+
+def _rewindable(kwargs: dict) -> bool:
+    """A request whose body is a stream cannot be sent again after a failure."""
+    return not hasattr(kwargs.get('data'), '__next__')
+
+
+def _is_session_error(response: requests.Response) -> bool:
+    try:
+        return response.json().get('error') in ('not_authenticated', 'csrf')
+    except ValueError:
+        return False

@@ -1,0 +1,42 @@
+"""Domain exceptions of the oaio client; the facade turns them into ``error_message`` texts."""
+
+
+class OaioError(Exception):
+    """Base of every error the client reports."""
+
+
+class OfflineError(OaioError):
+    """The server cannot be reached (connection refused, DNS, timeout)."""
+
+
+class AuthenticationError(OaioError):
+    """The server refused the credentials or the session."""
+
+
+class ServerError(OaioError):
+    """The server answered with an error status; ``status`` and the JSON ``body`` say which."""
+
+    def __init__(self, message: str, status: int = 0, body: object = None):
+        super().__init__(message)
+        self.status = status
+        self.body = body if isinstance(body, dict) else {}
+
+
+class ConflictError(ServerError):
+    """409: the object changed on the server (``body['head']``) or already exists."""
+
+
+class AccessDenied(ServerError):
+    """403/404 on an object: it is not (or no longer) shared with this user, or the right is too low."""
+
+
+class ClockSkewError(OaioError):
+    """The clocks of this device and the server differ by more than the protocol allows."""
+
+
+class StoreLockedError(OaioError):
+    """Another client already uses this ``client_root``."""
+
+
+class InvalidServerData(OaioError):
+    """The server sent data that fails validation (hostile ids or paths, wrong hashes)."""

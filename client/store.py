@@ -1,0 +1,177 @@
+"""The local store under ``client_root``: object infos, attached files, sync state, pending deletes.
+
+Layout (every file written atomically: temp file, fsync, rename, fsync of the directory):
+
+- ``.lock``                 held (flock) by the one client using this root
+- ``objz/<oaio_id>.json``   one object's record (see :class:`ObjectRecord`)
+- ``filez/<oaio_id>/…``     attached files of objects without a local root of their own
+- ``state.json``            ``cursor`` of the change feed and ``pending_deletes`` (the journal of
+                            unregistrations not yet sent)
+- ``last_sync_stamp.txt``   stamp of the last complete synchronization
+- ``tmp/``                  downloads in progress; emptied at every start
+
+A crash at any instant leaves each file in its old or its new state. An object record is
+written after its files, so a record never names content that is not on disk.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import protocol as p
+from .errors import StoreLockedError
+from .model import OaiObject
+
+OBJECTS_DIR = 'objz'
+FILES_DIR = 'filez'
+LAST_SYNC_STAMP_FILE = 'last_sync_stamp.txt'
+STATE_FILE = 'state.json'
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.tmp-')
+    try:
+        with os.fdopen(fd, 'wb') as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    fsync_directory(path.parent)
+
+
+@dataclass
+class ObjectRecord:
+    """What the store keeps of one object.
+
+    ``base_files``: manifest ``{path: {"sha256", "size"}}`` of the server version ``obj.server_stamp``.
+    ``hashes``: ``{path: [size, mtime_ns, sha256]}``, so unchanged local files are not hashed again.
+    ``local_root``: the folder of the files on this device when the user chose one (register_folder).
+    ``blocked``: why uploads of this object stopped (e.g. the right was lost), or ``''``.
+    """
+
+    obj: OaiObject
+    base_files: dict = field(default_factory=dict)
+    hashes: dict = field(default_factory=dict)
+    local_root: str = ''
+    blocked: str = ''
+
+    def to_json(self) -> bytes:
+        return json.dumps({'object': self.obj.to_dict(), 'base_files': self.base_files, 'hashes': self.hashes,
+                           'local_root': self.local_root, 'blocked': self.blocked}, indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ObjectRecord:
+        raw = json.loads(data)
+        return cls(obj=OaiObject(**raw['object']), base_files=raw.get('base_files', {}),
+                   hashes=raw.get('hashes', {}), local_root=raw.get('local_root', ''), blocked=raw.get('blocked', ''))
+
+
+class LocalStore:
+    """The on-disk cache of one user's objects; exclusive to one client at a time."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        for sub in (OBJECTS_DIR, FILES_DIR, 'tmp'):
+            (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+        self._lock_fd = os.open(self.root / '.lock', os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise StoreLockedError(f'{self.root} is in use by another oaio client') from None
+        shutil.rmtree(self.root / 'tmp', ignore_errors=True)
+        (self.root / 'tmp').mkdir(mode=0o700)
+
+    def close(self) -> None:
+        """Release the lock."""
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # object records ------------------------------------------------------------------------
+
+    def _record_path(self, oaio_id: str) -> Path:
+        return self.root / OBJECTS_DIR / (p.check_oaio_id(oaio_id) + '.json')
+
+    def load_records(self) -> dict[str, ObjectRecord]:
+        """Every object record; a record that cannot be read is moved aside, not lost."""
+        records = {}
+        for path in sorted((self.root / OBJECTS_DIR).glob('*.json')):
+            try:
+                record = ObjectRecord.from_json(path.read_bytes())
+            except (ValueError, KeyError, TypeError):
+                path.rename(path.with_suffix('.unreadable'))
+                continue
+            records[record.obj.oaio_id] = record
+        return records
+
+    def save_record(self, record: ObjectRecord) -> None:
+        write_atomic(self._record_path(record.obj.oaio_id), record.to_json())
+
+    def delete_record(self, oaio_id: str, wipe_files: bool = True) -> None:
+        path = self._record_path(oaio_id)
+        if path.exists():
+            path.unlink()
+            fsync_directory(path.parent)
+        if wipe_files:
+            shutil.rmtree(self.root / FILES_DIR / oaio_id, ignore_errors=True)
+
+    def files_root(self, record: ObjectRecord) -> Path:
+        """The folder holding the object's attached files on this device."""
+        return Path(record.local_root) if record.local_root else self.root / FILES_DIR / record.obj.oaio_id
+
+    def file_path(self, record: ObjectRecord, relative: str) -> Path:
+        """The local path of an attached file; ``relative`` is validated, so it stays inside its root."""
+        return self.files_root(record) / p.check_relative_path(relative)
+
+    def temp_file(self) -> tuple[int, str]:
+        """A new temporary file for a download (fd, path), on the same filesystem as the cache."""
+        return tempfile.mkstemp(dir=self.root / 'tmp', prefix='dl-')
+
+    # sync state ----------------------------------------------------------------------------
+
+    def load_state(self) -> dict:
+        path = self.root / STATE_FILE
+        try:
+            state = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            state = {}
+        except ValueError:
+            path.rename(path.with_suffix('.unreadable'))
+            state = {}
+        return {'cursor': state.get('cursor', ''), 'pending_deletes': list(state.get('pending_deletes', []))}
+
+    def save_state(self, state: dict) -> None:
+        write_atomic(self.root / STATE_FILE, json.dumps(state).encode())
+
+    @property
+    def last_sync_stamp(self) -> str:
+        try:
+            return (self.root / LAST_SYNC_STAMP_FILE).read_text().strip()
+        except FileNotFoundError:
+            return ''
+
+    @last_sync_stamp.setter
+    def last_sync_stamp(self, stamp: str) -> None:
+        write_atomic(self.root / LAST_SYNC_STAMP_FILE, stamp.encode())

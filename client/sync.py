@@ -1,0 +1,368 @@
+"""The sync engine: pull the change feed, apply remote versions (merging with local edits), push
+local versions with only the files the server lacks, and send queued deletions.
+
+The engine works on the store's records; the facade serializes calls to it.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from . import protocol as p
+from .api import ServerApi
+from .errors import (AccessDenied, AuthenticationError, ClockSkewError, ConflictError, InvalidServerData, OaioError,
+                     OfflineError, ServerError)
+from .merge import conflict_name, merge_files, merge_values
+from .model import OaiObject
+from .store import LocalStore, ObjectRecord, fsync_directory
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1024 * 1024
+PUSH_ROUNDS = 3
+
+
+def new_stamp(after: str = '') -> str:
+    """A fresh stamp, later than ``after`` even if this device's clock is behind."""
+    stamp = p.now_stamp()
+    return stamp if stamp > after else str(int(after) + 1)
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
+    with open(path, 'rb') as file:
+        while chunk := file.read(CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def check_manifest(files: object, paths: list[str]) -> dict:
+    """Validate a server manifest ``{path: {"sha256", "size"}}`` against the version's file paths."""
+    if not isinstance(files, dict) or set(files) != set(paths):
+        raise InvalidServerData('the file manifest does not match _file_paths')
+    for entry in files.values():
+        if not isinstance(entry, dict) or not isinstance(entry.get('size'), int) or entry['size'] < 0:
+            raise InvalidServerData('a file manifest entry has no valid size')
+        p.check_sha256(entry.get('sha256'))
+    return files
+
+
+class SyncEngine:
+    """Synchronizes one store with one server session."""
+
+    def __init__(self, store: LocalStore, api: ServerApi, device_id: str):
+        self.store, self.api, self.device_id = store, api, device_id
+        self.records: dict[str, ObjectRecord] = store.load_records()
+        self.state = store.load_state()
+        self.errors: list[str] = []
+        self.conflicts: list[str] = []          # conflict copies made in the last round (not errors)
+        self.rejected: set[str] = set()         # ids whose registration the server refused (409)
+
+    # whole rounds ---------------------------------------------------------------------------
+
+    def check_clock(self) -> None:
+        server = self.api.current_stamp()
+        skew = p.stamp_diff_seconds(p.now_stamp(), p.check_stamp(server, 'server clock'))
+        if abs(skew) > p.MAX_STAMP_DIFF_SECONDS:
+            raise ClockSkewError(f'the clocks of this device and the server differ by {skew:.0f} s '
+                                 f'(more than {p.MAX_STAMP_DIFF_SECONDS:.0f} s); fix the clock to sync')
+
+    def sync(self) -> None:
+        """One full round: clock check, queued deletions, pull, push."""
+        self.errors, self.conflicts = [], []
+        self.check_clock()
+        self.push_deletes()
+        self.pull()
+        self.push()
+        if not self.errors:
+            self.store.last_sync_stamp = p.now_stamp()
+
+    # pull -----------------------------------------------------------------------------------
+
+    def pull(self, first_answer: dict | None = None) -> list[str]:
+        """Apply the change feed from the saved cursor; return the ids of objects that changed."""
+        changed: list[str] = []
+        answer = first_answer or self.api.changes(self.state['cursor'])
+        while True:
+            if not isinstance(answer, dict) or not isinstance(answer.get('changes'), list) \
+                    or not str(answer.get('cursor', '')).isdigit():
+                raise InvalidServerData('the change feed answer is malformed')
+            if answer.get('snapshot'):
+                changed += self._forget_unlisted(answer['changes'])
+            for entry in answer['changes']:
+                changed += self._apply_entry(entry)
+            self.state['cursor'] = str(answer['cursor'])
+            self.store.save_state(self.state)
+            if not answer.get('more'):
+                return changed
+            answer = self.api.changes(self.state['cursor'])
+
+    def _apply_entry(self, entry: object) -> list[str]:
+        oaio_id = entry.get('oaio_id') if isinstance(entry, dict) else None
+        try:
+            if isinstance(entry, dict) and 'gone' in entry:
+                return self.apply_gone(p.check_oaio_id(oaio_id), str(entry['gone']))
+            remote = OaiObject.from_wire(entry.get('oaio') if isinstance(entry, dict) else None)
+            oaio_id = remote.oaio_id
+            return self.apply_version(remote, check_manifest(entry.get('files', {}), remote.file_paths))
+        except (p.ProtocolError, InvalidServerData, OSError) as exc:
+            self._error(f'refused server data for object {str(oaio_id)[:80]!r}: {exc}')
+        except ServerError as exc:
+            self._error(f'could not fetch object {str(oaio_id)[:80]!r}: {exc}')
+        return []
+
+    def _forget_unlisted(self, entries: list) -> list[str]:
+        """After a snapshot: synced objects it does not list are gone for this user."""
+        listed = {entry['oaio']['oaio_id'] for entry in entries if isinstance(entry, dict)
+                  and isinstance(entry.get('oaio'), dict) and 'oaio_id' in entry['oaio']}
+        gone = [oaio_id for oaio_id, record in self.records.items()
+                if record.obj.server_stamp and oaio_id not in listed]
+        return [changed for oaio_id in gone for changed in self.apply_gone(oaio_id, 'unsubscribed')]
+
+    def apply_gone(self, oaio_id: str, reason: str) -> list[str]:
+        """A remote deletion or unsubscription; unsynced local edits survive it."""
+        record = self.records.get(oaio_id)
+        if record is None:
+            return []
+        if not record.obj.pending:
+            del self.records[oaio_id]
+            self.store.delete_record(oaio_id, wipe_files=not record.local_root)
+            return [oaio_id]
+        if reason == 'deleted':
+            record.obj.server_stamp, record.obj.server_values, record.base_files = '', {}, {}
+            record.obj.csh_access_right, record.blocked = p.CREATE_RIGHT, ''
+            self._error(f'object {oaio_id!r} was deleted on the server; your unsynced changes are kept '
+                        f'and registered again')
+        else:
+            record.blocked = 'no longer shared with you; your local changes are kept but not uploaded'
+            self._error(f'object {oaio_id!r} is {record.blocked}')
+        self.store.save_record(record)
+        return [oaio_id]
+
+    def apply_version(self, remote: OaiObject, manifest: dict) -> list[str]:
+        """Bring a remote version in: download, fast-forward, or merge with local edits."""
+        record = self.records.get(remote.oaio_id)
+        if record is None:
+            record = ObjectRecord(obj=OaiObject(remote.oaio_id, csh_access_right=remote.csh_access_right))
+        local = record.obj
+        right_changed = local.csh_access_right != remote.csh_access_right
+        local.csh_access_right = remote.csh_access_right
+        if remote.client_stamp <= local.server_stamp:
+            if right_changed:
+                self._update_block(record)
+                self.save_record(record)
+            return [remote.oaio_id] if right_changed else []
+        if local.pending and local.client_stamp:
+            self._merge(record, remote, manifest)
+        else:
+            self._fast_forward(record, remote, manifest)
+        self._update_block(record)
+        self.save_record(record)
+        return [remote.oaio_id]
+
+    def _update_block(self, record: ObjectRecord) -> None:
+        if record.obj.csh_access_right in p.WRITE_RIGHTS:
+            record.blocked = ''
+        elif record.obj.pending:
+            record.blocked = f'your right is {record.obj.csh_access_right!r}: local changes are kept but not uploaded'
+            self._error(f'object {record.obj.oaio_id!r}: {record.blocked}')
+
+    def _fast_forward(self, record: ObjectRecord, remote: OaiObject, manifest: dict) -> None:
+        current = {path: entry['sha256'] for path, entry in self.local_manifest(record, strict=False).items()}
+        for path, entry in manifest.items():
+            if current.get(path) != entry['sha256']:
+                self._download(record, remote, path, entry)
+        for path in set(record.base_files) - set(manifest):
+            self._remove_file(record, path)
+        self._adopt(record, remote, manifest)
+        record.obj.client_stamp = remote.client_stamp
+        record.obj.client_values = copy.deepcopy(remote.client_values)
+
+    def _adopt(self, record: ObjectRecord, remote: OaiObject, manifest: dict) -> None:
+        """Make ``remote`` the synced base of ``record``."""
+        local = record.obj
+        local.server_stamp = remote.client_stamp
+        local.server_values = copy.deepcopy(remote.client_values)
+        local.csh_id, local.username = remote.csh_id, remote.username
+        local.device_id, local.app_id = remote.device_id, remote.app_id
+        record.base_files = copy.deepcopy(manifest)
+
+    def _merge(self, record: ObjectRecord, remote: OaiObject, manifest: dict) -> None:
+        local = record.obj
+        stamp = new_stamp(max(local.client_stamp, remote.client_stamp))
+        mine = {path: entry['sha256'] for path, entry in self.local_manifest(record, strict=False).items()}
+        files = merge_files({path: e['sha256'] for path, e in record.base_files.items()}, mine,
+                            {path: e['sha256'] for path, e in manifest.items()}, self.device_id, stamp)
+        for path, copy_path in files.conflicts.items():
+            self._move_file(record, path, copy_path)
+            self._conflict(f'object {local.oaio_id!r}: {path!r} changed on two devices; this device\'s version '
+                           f'is kept as {copy_path!r}')
+        for path in files.download:
+            self._download(record, remote, path, manifest[path])
+        for path in files.remove:
+            self._remove_file(record, path)
+        values = merge_values(local.server_values, local.client_values, remote.client_values,
+                              local_is_newer=local.client_stamp > remote.client_stamp)
+        paths = files.paths
+        if values.losers:
+            paths = sorted(paths + [self._write_values_conflict(record, values.losers, stamp)])
+        if paths or p.FILE_PATHS_KEY in values.values:
+            values.values[p.FILE_PATHS_KEY] = paths
+        self._adopt(record, remote, manifest)
+        local.client_values = values.values
+        same_files = {path: e['sha256'] for path, e in manifest.items()} == {
+            path: entry['sha256'] for path, entry in self.local_manifest(record, strict=False).items()}
+        local.client_stamp = remote.client_stamp if values.values == remote.client_values and same_files else stamp
+
+    def _write_values_conflict(self, record: ObjectRecord, losers: dict, stamp: str) -> str:
+        path = conflict_name('values.json', self.device_id, stamp)
+        target = self.store.file_path(record, path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(losers, indent=2, sort_keys=True) + '\n')
+        self._conflict(f'object {record.obj.oaio_id!r}: values changed on two devices; the older ones are kept '
+                       f'in {path!r}')
+        return path
+
+    # files ----------------------------------------------------------------------------------
+
+    def local_manifest(self, record: ObjectRecord, strict: bool = True) -> dict:
+        """``{path: {"sha256", "size"}}`` of the local files; unchanged files are not hashed again."""
+        manifest = {}
+        for path in record.obj.file_paths:
+            file = self.store.file_path(record, path)
+            try:
+                stat = file.stat()
+            except FileNotFoundError:
+                if strict:
+                    raise OaioError(f'attached file {path!r} of {record.obj.oaio_id!r} is missing') from None
+                continue
+            cached = record.hashes.get(path)
+            if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
+                sha256 = cached[2]
+            else:
+                sha256, _ = hash_file(file)
+                record.hashes[path] = [stat.st_size, stat.st_mtime_ns, sha256]
+            manifest[path] = {'sha256': sha256, 'size': stat.st_size}
+        return manifest
+
+    def _download(self, record: ObjectRecord, remote: OaiObject, path: str, entry: dict) -> None:
+        """Stream one file into a temp file, verify its hash, then rename it into place."""
+        target = self.store.file_path(record, path)
+        fd, tmp = self.store.temp_file()
+        digest, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, 'wb') as out, self.api.open_file(remote.oaio_id, remote.client_stamp, path) as answer:
+                for chunk in answer.iter_content(CHUNK_BYTES):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != entry['sha256'] or size != entry['size']:
+                raise InvalidServerData(f'file {path!r} does not match its sha256 or size')
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        fsync_directory(target.parent)
+        stat = target.stat()
+        record.hashes[path] = [stat.st_size, stat.st_mtime_ns, entry['sha256']]
+
+    def _remove_file(self, record: ObjectRecord, path: str) -> None:
+        self.store.file_path(record, path).unlink(missing_ok=True)
+        record.hashes.pop(path, None)
+
+    def _move_file(self, record: ObjectRecord, path: str, new_path: str) -> None:
+        target = self.store.file_path(record, new_path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.store.file_path(record, path), target)
+        record.hashes[new_path] = record.hashes.pop(path, None) or []
+
+    # push -----------------------------------------------------------------------------------
+
+    def push(self) -> None:
+        """Upload every pending local version, oldest first; merge and retry on a conflict."""
+        for _ in range(PUSH_ROUNDS):
+            pending = sorted((r for r in self.records.values() if r.obj.pending and not r.blocked),
+                             key=lambda record: record.obj.client_stamp)
+            conflicts = 0
+            for record in pending:
+                conflicts += self._push_one(record)
+            if not conflicts:
+                return
+            self.pull()
+        self._error('objects kept changing on the server while uploading; will retry at the next sync')
+
+    def _push_one(self, record: ObjectRecord) -> int:
+        """Upload one record; returns 1 on a conflict (after which the caller pulls and retries)."""
+        oaio_id = record.obj.oaio_id
+        try:
+            self.upload(record)
+        except ConflictError as exc:
+            if not record.obj.server_stamp and 'head' not in exc.body:
+                self.rejected.add(oaio_id)
+                self._error(f'object {oaio_id!r} cannot be registered: {exc}')
+                return 0
+            return 1
+        except AccessDenied as exc:
+            record.blocked = str(exc)
+            self.save_record(record)
+            self._error(f'object {oaio_id!r}: uploads stopped, local changes kept: {exc}')
+        except (OfflineError, AuthenticationError):
+            raise
+        except (OaioError, OSError) as exc:
+            self._error(f'upload of {oaio_id!r} failed: {exc}')
+        return 0
+
+    def upload(self, record: ObjectRecord) -> None:
+        """Register or upload one pending version: files the server lacks first, then the version."""
+        snapshot = copy.deepcopy(record.obj)
+        manifest = self.local_manifest(record)
+        self.save_record(record)
+        missing = self.api.missing_blobs(sorted({entry['sha256'] for entry in manifest.values()}))
+        for path, entry in manifest.items():
+            if entry['sha256'] in missing:
+                with open(self.store.file_path(record, path), 'rb') as content:
+                    self.api.put_file(snapshot.oaio_id, snapshot.client_stamp, path, content, entry['sha256'])
+                missing.discard(entry['sha256'])
+        body = {**snapshot.to_dict(), 'files': {path: entry['sha256'] for path, entry in manifest.items()}}
+        action = 'upload/' if snapshot.server_stamp else 'register/'
+        answer = OaiObject.from_wire(self.api.json('post', action, f'{action[:-1]} of {snapshot.oaio_id!r}', json=body))
+        record.obj.server_stamp = answer.client_stamp
+        record.obj.server_values = copy.deepcopy(snapshot.client_values)
+        record.obj.csh_access_right = answer.csh_access_right
+        record.obj.csh_id = answer.csh_id
+        record.base_files = manifest
+        self.save_record(record)
+
+    def push_deletes(self) -> None:
+        """Send the queued unregistrations; an object already gone counts as deleted."""
+        for oaio_id in list(self.state['pending_deletes']):
+            try:
+                self.api.request('post', 'delete/', f'deletion of {oaio_id!r}', json={'oaio_id': oaio_id})
+            except AccessDenied as exc:
+                if exc.status != 404:
+                    self._error(f'deletion of {oaio_id!r} refused: {exc}')
+            self.state['pending_deletes'].remove(oaio_id)
+            self.store.save_state(self.state)
+
+    # helpers --------------------------------------------------------------------------------
+
+    def save_record(self, record: ObjectRecord) -> None:
+        """Keep ``record`` in memory and durably in the store."""
+        self.records[record.obj.oaio_id] = record
+        self.store.save_record(record)
+
+    def _conflict(self, message: str) -> None:
+        log.info('%s', message)
+        self.conflicts.append(message)
+
+    def _error(self, message: str) -> None:
+        log.warning('%s', message)
+        self.errors.append(message)
