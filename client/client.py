@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from . import protocol as p
 from .api import ServerApi
-from .errors import AccessDenied, OaioError
+from .errors import AccessDenied, OaioError, OfflineError
 from .model import OaiObject, object_id
 from .store import LAST_SYNC_STAMP_FILE, LocalStore, ObjectRecord
 from .sync import SyncEngine, new_stamp
@@ -85,6 +85,7 @@ class OaioClient:
         self._api = ServerApi(host, self.user_name, credentials['password'], self.device_id, self.app_id)
         self._engine = SyncEngine(self._store, self._api, self.device_id)
         self._watch_api: ServerApi | None = None
+        self.online = False         # did the last contact with the server succeed?
 
     # lifecycle ------------------------------------------------------------------------------
 
@@ -133,12 +134,47 @@ class OaioClient:
         """The local folder of an object's attached files."""
         return self._store.files_root(self._record(oaio_id))
 
+    @property
+    def server_url(self) -> str:
+        """The API URL of the server."""
+        return self._api.url
+
+    def default_files_root(self, oaio_id: str) -> Path:
+        """Where the files of a new object without a root of its own will live (no lock taken)."""
+        return Path(self.client_root) / 'filez' / p.check_oaio_id(oaio_id)
+
+    def object(self, oaio_id: str) -> OaiObject | None:
+        """A copy of one object of the local store, or None."""
+        with self._lock:
+            record = self._engine.records.get(oaio_id)
+            return copy.deepcopy(record.obj) if record else None
+
+    def refresh_files(self, oaio_id: str, file_paths: list[str]) -> bool:
+        """Take the object's current files: set ``_file_paths`` and make a new local version if the
+        list or any file's content changed (content compared by sha256). True if it did."""
+        with self._lock:
+            record = self._record(oaio_id)
+            before = {path: cached[2] for path, cached in record.hashes.items() if cached}
+            paths = sorted(p.check_file_paths(list(file_paths)))
+            if paths == record.obj.file_paths:
+                manifest = self._engine.local_manifest(record, strict=False)
+                if all(before.get(path) == entry['sha256'] for path, entry in manifest.items()) \
+                        and set(manifest) == set(paths):
+                    return False
+            self.update_object(oaio_id, {p.FILE_PATHS_KEY: paths})
+            return True
+
     def sync_state(self, oaio_id: str) -> str:
         """``synced``, ``pending`` or ``error`` (uploads blocked) for one object."""
         record = self._record(oaio_id)
         return 'error' if record.blocked else 'pending' if record.obj.pending else 'synced'
 
     # sync -----------------------------------------------------------------------------------
+
+    def login(self) -> None:
+        """Log in now (the other methods do it when needed); raises AuthenticationError or OfflineError."""
+        with self._lock:
+            self._api.login()
 
     def synchronize_with_server_if_online(self) -> bool:
         """Send local changes and fetch remote ones; False if offline or on any sync error."""
@@ -147,8 +183,10 @@ class OaioClient:
             try:
                 self._engine.sync()
             except OaioError as exc:
+                self.online = not isinstance(exc, OfflineError)
                 self.error_message = str(exc)
                 return False
+            self.online = True
             for message in self._engine.conflicts + self._engine.errors:
                 self.error_message = message
             return not self._engine.errors

@@ -1,0 +1,351 @@
+"""The object layer of the mount: what each node is, what may be done to it, and the local
+changes (the *overlay*) not yet handed to the client.
+
+Handlers must answer at once, while the client may be busy syncing for a long time, so local
+changes of objects — new objects, values, renames, removals, changed files — are noted here with
+an increasing sequence number; the runner's flusher hands them to the client in batches and drops
+them once a fresh view from the client contains them.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat as stat_module
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import trio
+
+from oaio.client import OaioClient, object_id
+from oaio.client import protocol as p
+
+from .errors import refuse
+from .inodes import ROOT, Node
+from .names import VALUES_FILE, is_temp_path, unique_names
+from .view import HIDDEN_KEYS, ObjectInfo, View
+
+log = logging.getLogger(__name__)
+
+MAX_VALUES_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Overlay:
+    """Local object changes not yet in the client, each with the sequence number of its change."""
+
+    new: dict[str, int] = field(default_factory=dict)           # oaio_id → seq: registered by mkdir
+    values: dict[str, tuple[int, dict]] = field(default_factory=dict)
+    files: dict[str, int] = field(default_factory=dict)         # oaio_id → seq: attached files changed
+    removed: dict[str, int] = field(default_factory=dict)       # oaio_id → seq: rmdir
+
+    def copy(self) -> Overlay:
+        return Overlay(dict(self.new), dict(self.values), dict(self.files), dict(self.removed))
+
+    def drop_up_to(self, seq: int) -> None:
+        """Forget the changes the client has taken (those numbered up to ``seq``)."""
+        self.new = {k: s for k, s in self.new.items() if s > seq}
+        self.values = {k: v for k, v in self.values.items() if v[0] > seq}
+        self.files = {k: s for k, s in self.files.items() if s > seq}
+        self.removed = {k: s for k, s in self.removed.items() if s > seq}
+
+    def __bool__(self) -> bool:
+        return bool(self.new or self.values or self.files or self.removed)
+
+
+class ObjectLayer:
+    """Nodes → local files and object changes. Never blocks on the client."""
+
+    def __init__(self, client: OaioClient, view: View):
+        self.client = client
+        self.cache_root = client.client_root
+        self.overlay = Overlay()
+        self.seq = 0
+        self.changed = trio.Event()         # set when the overlay gets a change
+        self.online = False                 # set by the runner after each contact with the server
+        self.started_ns = time.time_ns()
+        self._base = view
+        self._objects: dict[str, ObjectInfo] = {}
+        self._by_name: dict[str, str] = {}
+        self._compose()
+
+    # the view ------------------------------------------------------------------------------
+
+    def set_view(self, view: View, taken_up_to: int = 0) -> None:
+        """A fresh view from the client, which holds every change numbered up to ``taken_up_to``."""
+        self._base = view
+        self.overlay.drop_up_to(taken_up_to)
+        self._compose()
+
+    def _compose(self) -> None:
+        """Objects as the client has them, with the overlay on top."""
+        objects = {oid: info for oid, info in self._base.objects.items() if oid not in self.overlay.removed}
+        for oaio_id in self.overlay.new:
+            if oaio_id not in objects and oaio_id not in self.overlay.removed:
+                objects[oaio_id] = ObjectInfo(oaio_id, '', {}, '', p.CREATE_RIGHT, self.client.user_name,
+                                              'pending', self.client.default_files_root(oaio_id))
+        for oaio_id, (_, values) in self.overlay.values.items():
+            if oaio_id in objects:
+                objects[oaio_id] = replace(objects[oaio_id], values=values, sync='pending')
+        names = unique_names({oid: info.values for oid, info in objects.items()})
+        self._objects = {oid: replace(info, name=names[oid]) for oid, info in objects.items()}
+        self._by_name = {info.name: oid for oid, info in self._objects.items()}
+
+    def _note(self, kind: str, oaio_id: str, values: dict | None = None) -> None:
+        self.seq += 1
+        if kind == 'values':
+            self.overlay.values[oaio_id] = (self.seq, values)
+        else:
+            getattr(self.overlay, kind)[oaio_id] = self.seq
+        self.changed.set()
+        if kind != 'files':
+            self._compose()
+
+    def info(self, oaio_id: str) -> ObjectInfo:
+        info = self._objects.get(oaio_id)
+        if info is None:
+            refuse(errno.ENOENT)
+        return info
+
+    def object_id_by_name(self, name: str) -> str:
+        oaio_id = self._by_name.get(name)
+        if oaio_id is None:
+            refuse(errno.ENOENT)
+        return oaio_id
+
+    def oaio_ids(self) -> list[str]:
+        return list(self._objects)
+
+    # nodes ---------------------------------------------------------------------------------
+
+    def real_path(self, node: Node) -> Path:
+        root = self.info(node.oaio_id).files_root
+        return root / node.path if node.path else root
+
+    def parent(self, node: Node) -> Node:
+        if node.kind in ('root', 'object'):
+            return ROOT
+        if node.kind == 'values' or '/' not in node.path:
+            return Node('object', node.oaio_id)
+        return Node('path', node.oaio_id, node.path.rsplit('/', 1)[0])
+
+    def attributes(self, node: Node) -> dict:
+        if node.kind == 'root':
+            return {'mode': stat_module.S_IFDIR | 0o755, 'size': 0, 'nlink': 2, 'mtime_ns': self.started_ns}
+        info = self.info(node.oaio_id)
+        write_bits = 0o222 if info.writable else 0
+        mtime_ns = _stamp_ns(info.stamp) or self.started_ns
+        if node.kind == 'object':
+            return {'mode': stat_module.S_IFDIR | 0o555 | (write_bits & 0o200), 'size': 0, 'nlink': 2,
+                    'mtime_ns': mtime_ns}
+        if node.kind == 'values':
+            return {'mode': stat_module.S_IFREG | 0o444 | (write_bits & 0o200), 'size': len(info.values_json()),
+                    'mtime_ns': mtime_ns}
+        st = os.lstat(self.real_path(node))
+        mode = st.st_mode if info.writable else st.st_mode & ~0o222
+        return {'mode': mode, 'size': st.st_size, 'nlink': 1, 'mtime_ns': st.st_mtime_ns, 'ctime_ns': st.st_ctime_ns}
+
+    def list_directory(self, node: Node) -> list[tuple[str, Node]]:
+        if node.kind == 'root':
+            return sorted((info.name, Node('object', oid)) for oid, info in self._objects.items())
+        if node.kind not in ('object', 'path'):
+            refuse(errno.ENOTDIR)
+        entries = [(VALUES_FILE, Node('values', node.oaio_id))] if node.kind == 'object' else []
+        prefix = node.path + '/' if node.path else ''
+        with os.scandir(self.real_path(node)) as scan:
+            names = sorted(entry.name for entry in scan)
+        return entries + [(name, Node('path', node.oaio_id, prefix + name)) for name in names]
+
+    def check_writable(self, node: Node) -> None:
+        if node.kind != 'root' and not self.info(node.oaio_id).writable:
+            refuse(errno.EACCES, f'{self.info(node.oaio_id).name}: shared with you read-only')
+
+    def xattr(self, node: Node, key: str) -> str:
+        info = self.info(node.oaio_id)
+        return {'id': info.oaio_id, 'stamp': info.stamp, 'right': info.right, 'owner': info.owner,
+                'sync': info.sync}[key]
+
+    def mount_xattr(self, key: str) -> str:
+        """The mount root's attributes: ``pid`` of this process, ``status`` as JSON."""
+        if key == 'pid':
+            return str(os.getpid())
+        states = [info.sync for info in self._objects.values()]
+        return json.dumps({'online': self.online, 'objects': len(states), 'pending': states.count('pending'),
+                           'conflicts': states.count('conflict'), 'errors': states.count('error'),
+                           'last_sync': self.client.last_sync_stamp, 'user': self.client.user_name,
+                           'server': self.client.server_url, 'cache': self.cache_root})
+
+    async def access_list(self, oaio_id: str) -> str:
+        """The subscribers of an object with their rights, as JSON (asks the server)."""
+        rows = await trio.to_thread.run_sync(self.client.userz_access, oaio_id)
+        if not rows:
+            log.warning('access list of %s: %s', self.info(oaio_id).name, self.client.error_message)
+            refuse(errno.EIO)
+        return json.dumps(rows)
+
+    async def share(self, oaio_id: str, user: str, right: str) -> None:
+        """Give ``user`` the ``right`` (x removes it) to an object (asks the server)."""
+        if not user or right not in p.ACCESS_RIGHTS + (p.NO_RIGHT,):
+            refuse(errno.EINVAL)
+        if await trio.to_thread.run_sync(self.client.upsert_subscription, oaio_id, user, right):
+            return
+        message = self.client.error_message
+        log.warning('sharing %s with %s failed: %s', self.info(oaio_id).name, user, message)
+        refuse(errno.EACCES if 'HTTP 403' in message else errno.ENOENT if 'HTTP 404' in message else errno.EIO)
+
+    # files ---------------------------------------------------------------------------------
+
+    def open_file(self, node: Node, flags: int) -> int:
+        fd = os.open(self.real_path(node), flags)
+        if flags & os.O_TRUNC:
+            self.mark_dirty(node)
+        return fd
+
+    def create_file(self, node: Node, flags: int, mode: int) -> int:
+        if node.kind == 'object':
+            refuse(errno.EPERM, 'only directories can be made at the top of the mount: mkdir makes a new object')
+        self.check_writable(node)
+        fd = os.open(self.real_path(node), flags | os.O_CREAT, mode & 0o777)
+        self.mark_dirty(node)
+        return fd
+
+    def truncate(self, node: Node, size: int) -> None:
+        self.check_writable(node)
+        if node.kind == 'path':
+            os.truncate(self.real_path(node), size)
+            self.mark_dirty(node)
+
+    def chmod(self, node: Node, mode: int) -> None:
+        if node.kind == 'path':
+            os.chmod(self.real_path(node), mode)
+
+    def utime(self, node: Node, atime_ns: int | None, mtime_ns: int | None) -> None:
+        if node.kind == 'path':
+            st = os.lstat(self.real_path(node))
+            os.utime(self.real_path(node), ns=(atime_ns or st.st_atime_ns, mtime_ns or st.st_mtime_ns))
+
+    def unlink(self, node: Node) -> None:
+        self.check_writable(node)
+        if node.kind == 'values':
+            return          # values.json always exists; removing it (rm -r) leaves the values as they are
+        if node.kind != 'path':
+            refuse(errno.EISDIR)
+        os.unlink(self.real_path(node))
+        self.mark_dirty(node)
+
+    def mark_dirty(self, node: Node) -> None:
+        """A file of the object changed; temp files never make a new version."""
+        if node.kind == 'path' and not is_temp_path(node.path):
+            self._note('files', node.oaio_id)
+
+    # values.json ---------------------------------------------------------------------------
+
+    def values_text(self, oaio_id: str) -> bytes:
+        return self.info(oaio_id).values_json()
+
+    def check_values_size(self, size: int) -> None:
+        if size > MAX_VALUES_BYTES:
+            refuse(errno.EFBIG, f'values.json larger than {MAX_VALUES_BYTES} bytes refused')
+
+    async def write_values(self, oaio_id: str, text: bytes) -> None:
+        """Apply a written values.json; EINVAL (previous values kept) if it is not a JSON object."""
+        info = self.info(oaio_id)
+        try:
+            values = json.loads(text.decode('utf-8'))
+            if not isinstance(values, dict):
+                raise ValueError(f'values.json must hold a JSON object, not {type(values).__name__}')
+            p.check_values({key: value for key, value in values.items() if key not in HIDDEN_KEYS})
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            log.warning('%s/values.json: not saved, the previous values stay: %s', info.name, exc)
+            refuse(errno.EINVAL)
+        kept = {key: info.values[key] for key in HIDDEN_KEYS if key in info.values}
+        values = {key: value for key, value in values.items() if key not in HIDDEN_KEYS} | kept
+        if values != info.values:
+            self._note('values', oaio_id, values)
+
+    # directories ---------------------------------------------------------------------------
+
+    async def mkdir(self, parent: Node, name: str, mode: int) -> Node:
+        if parent.kind == 'root':
+            if name in self._by_name:
+                refuse(errno.EEXIST)
+            p.check_name(name, 'object name')
+            values = {p.NAME_KEY: name}
+            oaio_id = object_id(self.client.user_name, self.client.device_id, self.client.app_id,
+                                p.now_stamp(), values)
+            self.client.default_files_root(oaio_id).mkdir(parents=True, exist_ok=True)
+            self._note('new', oaio_id)
+            self._note('values', oaio_id, values)
+            return Node('object', oaio_id)
+        self.check_writable(parent)
+        node = Node('path', parent.oaio_id, f'{parent.path}/{name}' if parent.path else name)
+        os.mkdir(self.real_path(node), mode & 0o777)
+        return node
+
+    async def rmdir(self, node: Node) -> None:
+        if node.kind == 'object':
+            if any(self.real_path(node).iterdir()):
+                refuse(errno.ENOTEMPTY)
+            self._note('removed', node.oaio_id)
+            return
+        self.check_writable(node)
+        if node.kind != 'path':
+            refuse(errno.ENOTDIR)
+        os.rmdir(self.real_path(node))
+        self.mark_dirty(node)
+
+    async def rename(self, old: Node, new_parent: Node, new_name: str) -> Node | None:
+        """Rename; returns the node's new identity when a file or folder moved (for the inode table)."""
+        if old.kind == 'object':
+            return self._rename_object(old, new_parent, new_name)
+        if old.kind == 'root':
+            refuse(errno.EINVAL)
+        self.check_writable(old)
+        if new_parent.kind == 'root':
+            refuse(errno.EPERM, 'only directories can be at the top of the mount')
+        self.check_writable(new_parent)
+        new = Node('path', new_parent.oaio_id, f'{new_parent.path}/{new_name}' if new_parent.path else new_name)
+        if new_parent.kind == 'object' and new_name == VALUES_FILE:
+            return await self._rename_onto_values(old, new_parent.oaio_id)
+        if old.kind == 'values':          # e.g. vim's backup: the values stay, the copy is a local file
+            data = self.values_text(old.oaio_id)
+            with open(self.real_path(new), 'wb') as copy:
+                copy.write(data)
+            self.mark_dirty(new)
+            return new
+        os.rename(self.real_path(old), self.real_path(new))
+        self.mark_dirty(old)
+        self.mark_dirty(new)
+        return new
+
+    async def _rename_onto_values(self, old: Node, oaio_id: str) -> Node:
+        """sed -i, editors' save-by-rename: the renamed file's content becomes the values."""
+        path = self.real_path(old)
+        if path.stat().st_size > MAX_VALUES_BYTES:
+            refuse(errno.EFBIG)
+        await self.write_values(oaio_id, path.read_bytes())
+        path.unlink()
+        self.mark_dirty(old)
+        return Node('values', oaio_id)
+
+    def _rename_object(self, old: Node, new_parent: Node, new_name: str) -> None:
+        if new_parent.kind != 'root':
+            refuse(errno.EPERM, 'an object directory cannot move into another directory')
+        info = self.info(old.oaio_id)
+        if new_name == info.name:
+            return None
+        if new_name in self._by_name:
+            refuse(errno.EEXIST)
+        self.check_writable(old)
+        p.check_name(new_name, 'object name')
+        self._note('values', old.oaio_id, {**info.values, p.NAME_KEY: new_name})
+        return None
+
+
+def _stamp_ns(stamp: str) -> int:
+    try:
+        return int(p.stamp_datetime(stamp).timestamp() * 1e9)
+    except (p.ProtocolError, ValueError):
+        return 0

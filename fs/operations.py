@@ -1,0 +1,318 @@
+"""The pyfuse3 ``Operations``: translate each request into one call on the store's files or the
+object layer, and build the reply. Decisions live in :mod:`oaio.fs.objects`; errno mapping in
+:mod:`oaio.fs.errors`.
+
+Attached files are the client store's cache files themselves (``files_root`` of each object),
+so reads and writes go straight to the local disk; every change marks its object dirty and the
+runner turns a burst of changes into one new version.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat as stat_module
+
+import pyfuse3
+
+from .errors import handler, refuse
+from .inodes import ROOT, ROOT_INODE, InodeTable, Node
+from .names import VALUES_FILE
+from .objects import ObjectLayer
+
+log = logging.getLogger(__name__)
+
+CACHE_SECONDS = 5.0             # entry and attribute timeouts; remote changes invalidate explicitly
+XATTRS = ('user.oaio.id', 'user.oaio.stamp', 'user.oaio.right', 'user.oaio.owner', 'user.oaio.sync')
+ROOT_XATTRS = ('user.oaio.status', 'user.oaio.pid')
+ACCESS_XATTR = 'user.oaio.access'         # an object's subscribers (JSON), asked from the server
+SHARE_XATTR = 'user.oaio.share'           # set to "USER:RIGHT" on an object directory to share it
+
+
+class Handle:
+    """An open file: a file descriptor on the cache, or the text of a values.json being edited."""
+
+    def __init__(self, node: Node, fd: int = -1, text: bytearray | None = None):
+        self.node, self.fd, self.text = node, fd, text
+        self.modified = False
+
+
+class Operations(pyfuse3.Operations):
+    """The oaio mount's request handlers."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, layer: ObjectLayer):
+        super().__init__()
+        self.layer = layer
+        self.inodes = InodeTable()
+        self._handles: dict[int, Handle] = {}
+        self._listings: dict[int, list[tuple[bytes, Node]]] = {}
+        self._next_handle = 1
+
+    # helpers ------------------------------------------------------------------------------
+
+    def _node(self, inode: int) -> Node:
+        node = self.inodes.node(inode)
+        if node is None or node.kind == 'gone':
+            refuse(errno.ENOENT)
+        return node
+
+    def _child(self, parent: Node, name: str) -> Node:
+        if parent.kind == 'root':
+            return Node('object', self.layer.object_id_by_name(name))
+        if parent.kind == 'object' and name == VALUES_FILE:
+            return Node('values', parent.oaio_id)
+        if parent.kind not in ('object', 'path'):
+            refuse(errno.ENOTDIR)
+        return Node('path', parent.oaio_id, f'{parent.path}/{name}' if parent.path else name)
+
+    def _entry(self, node: Node, count_lookup: bool = True) -> pyfuse3.EntryAttributes:
+        inode = self.inodes.inode(node)
+        attrs = self.layer.attributes(node)
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = inode
+        entry.generation = 0
+        entry.entry_timeout = CACHE_SECONDS
+        entry.attr_timeout = CACHE_SECONDS
+        entry.st_mode = attrs['mode']
+        entry.st_nlink = attrs.get('nlink', 1)
+        entry.st_uid, entry.st_gid = os.getuid(), os.getgid()
+        entry.st_size = attrs['size']
+        entry.st_blksize = 4096
+        entry.st_blocks = (attrs['size'] + 511) // 512
+        entry.st_atime_ns = entry.st_mtime_ns = attrs['mtime_ns']
+        entry.st_ctime_ns = attrs.get('ctime_ns', attrs['mtime_ns'])
+        if count_lookup:
+            self.inodes.looked_up(inode)
+        return entry
+
+    def _new_handle(self, handle: Handle) -> int:
+        number = self._next_handle
+        self._next_handle += 1
+        self._handles[number] = handle
+        return number
+
+    # lookups and attributes ----------------------------------------------------------------
+
+    @handler
+    async def lookup(self, parent_inode, name, ctx=None):
+        parent = self._node(parent_inode)
+        name = os.fsdecode(name)
+        if name == '.':
+            return self._entry(parent)
+        if name == '..':
+            return self._entry(self.layer.parent(parent))
+        return self._entry(self._child(parent, name))
+
+    @handler
+    async def getattr(self, inode, ctx=None):
+        return self._entry(self._node(inode), count_lookup=False)
+
+    @handler
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        node = self._node(inode)
+        handle = self._handles.get(fh) if fh is not None else None
+        if fields.update_size:
+            if handle is not None and handle.text is not None:
+                del handle.text[attr.st_size:]
+                handle.modified = True
+            else:
+                self.layer.truncate(node, attr.st_size)
+        if fields.update_mode:
+            self.layer.chmod(node, stat_module.S_IMODE(attr.st_mode))
+        if fields.update_atime or fields.update_mtime:
+            self.layer.utime(node, attr.st_atime_ns if fields.update_atime else None,
+                             attr.st_mtime_ns if fields.update_mtime else None)
+        return self._entry(node, count_lookup=False)
+
+    async def forget(self, inode_list):
+        for inode, count in inode_list:
+            self.inodes.forget(inode, count)
+
+    @handler
+    async def statfs(self, ctx):
+        stats = os.statvfs(self.layer.cache_root)
+        result = pyfuse3.StatvfsData()
+        for name in ('f_bsize', 'f_frsize', 'f_blocks', 'f_bfree', 'f_bavail', 'f_files', 'f_ffree', 'f_favail'):
+            setattr(result, name, getattr(stats, name))
+        result.f_namemax = 255
+        return result
+
+    # directories ---------------------------------------------------------------------------
+
+    @handler
+    async def opendir(self, inode, ctx):
+        node = self._node(inode)
+        listing = [(os.fsencode(name), child) for name, child in self.layer.list_directory(node)]
+        number = self._new_handle(Handle(node))
+        self._listings[number] = listing
+        return number
+
+    @handler
+    async def readdir(self, fh, start_id, token):
+        listing = self._listings[fh]
+        for index in range(start_id, len(listing)):
+            name, child = listing[index]
+            if not pyfuse3.readdir_reply(token, name, self._entry(child), index + 1):
+                return
+
+    async def releasedir(self, fh):
+        self._listings.pop(fh, None)
+        self._handles.pop(fh, None)
+
+    @handler
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        parent = self._node(parent_inode)
+        return self._entry(await self.layer.mkdir(parent, os.fsdecode(name), mode))
+
+    @handler
+    async def rmdir(self, parent_inode, name, ctx):
+        parent = self._node(parent_inode)
+        await self.layer.rmdir(self._child(parent, os.fsdecode(name)))
+
+    @handler
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        if flags:
+            refuse(errno.EINVAL)            # RENAME_EXCHANGE / RENAME_NOREPLACE are not supported
+        old = self._child(self._node(parent_inode_old), os.fsdecode(name_old))
+        new_parent = self._node(parent_inode_new)
+        new_name = os.fsdecode(name_new)
+        new = await self.layer.rename(old, new_parent, new_name)
+        if new is not None:
+            self.inodes.rename(old, new)
+
+    @handler
+    async def unlink(self, parent_inode, name, ctx):
+        self.layer.unlink(self._child(self._node(parent_inode), os.fsdecode(name)))
+
+    @handler
+    async def symlink(self, parent_inode, name, target, ctx):
+        refuse(errno.EPERM, 'symbolic links cannot be synchronized')
+
+    @handler
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        refuse(errno.EPERM, 'hard links cannot be synchronized')
+
+    # files ---------------------------------------------------------------------------------
+
+    @handler
+    async def open(self, inode, flags, ctx):
+        node = self._node(inode)
+        writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND)
+        if writing:
+            self.layer.check_writable(node)
+        info = pyfuse3.FileInfo()
+        if node.kind == 'values':
+            text = bytearray() if flags & os.O_TRUNC else bytearray(self.layer.values_text(node.oaio_id))
+            handle = Handle(node, text=text)
+            handle.modified = bool(flags & os.O_TRUNC)
+            info.direct_io = True
+        elif node.kind == 'path':
+            handle = Handle(node, fd=self.layer.open_file(node, flags & ~os.O_CREAT))
+            info.keep_cache = not writing
+        else:
+            refuse(errno.EISDIR)
+        info.fh = self._new_handle(handle)
+        return info
+
+    @handler
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        parent = self._node(parent_inode)
+        node = self._child(parent, os.fsdecode(name))
+        info = pyfuse3.FileInfo()
+        if node.kind == 'values':
+            self.layer.check_writable(node)
+            handle = Handle(node, text=bytearray())
+            handle.modified = True
+            info.direct_io = True
+        else:
+            handle = Handle(node, fd=self.layer.create_file(node, flags, mode))
+        info.fh = self._new_handle(handle)
+        return info, self._entry(node)
+
+    @handler
+    async def read(self, fh, offset, size):
+        handle = self._handles[fh]
+        if handle.text is not None:
+            return bytes(handle.text[offset:offset + size])
+        return os.pread(handle.fd, size, offset)
+
+    @handler
+    async def write(self, fh, offset, data):
+        handle = self._handles[fh]
+        handle.modified = True
+        if handle.text is not None:
+            self.layer.check_values_size(offset + len(data))
+            if offset > len(handle.text):
+                handle.text.extend(b'\0' * (offset - len(handle.text)))
+            handle.text[offset:offset + len(data)] = data
+            return len(data)
+        written = os.pwrite(handle.fd, data, offset)
+        self.layer.mark_dirty(handle.node)
+        return written
+
+    @handler
+    async def flush(self, fh):
+        handle = self._handles[fh]
+        if handle.text is not None and not handle.text:
+            return      # '> values.json' truncates and closes a duplicate fd before anything is written
+        await self._commit(handle)
+
+    @handler
+    async def fsync(self, fh, datasync):
+        handle = self._handles[fh]
+        if handle.fd >= 0:
+            os.fsync(handle.fd)
+        await self._commit(handle)
+
+    async def _commit(self, handle: Handle) -> None:
+        """values.json: parse and apply what was written (EINVAL and nothing applied if invalid)."""
+        if handle.text is not None and handle.modified:
+            await self.layer.write_values(handle.node.oaio_id, bytes(handle.text))
+            handle.modified = False
+
+    @handler
+    async def release(self, fh):
+        handle = self._handles.pop(fh)
+        if handle.fd >= 0:
+            os.close(handle.fd)
+        elif handle.text is not None and handle.modified:
+            await self._commit(handle)          # logs why if it is invalid; release cannot fail
+
+    # extended attributes -------------------------------------------------------------------
+
+    @handler
+    async def getxattr(self, inode, name, ctx):
+        node = self._node(inode)
+        name = os.fsdecode(name)
+        if node.kind == 'root' and name in ROOT_XATTRS:
+            return self.layer.mount_xattr(name.rsplit('.', 1)[-1]).encode()
+        if node.kind == 'object' and name == ACCESS_XATTR:
+            return (await self.layer.access_list(node.oaio_id)).encode()
+        if node.kind == 'root' or name not in XATTRS:
+            refuse(pyfuse3.ENOATTR)
+        return self.layer.xattr(node, name.rsplit('.', 1)[-1]).encode()
+
+    @handler
+    async def listxattr(self, inode, ctx):
+        node = self._node(inode)
+        names = ROOT_XATTRS if node.kind == 'root' else XATTRS
+        return [name.encode() for name in names]
+
+    @handler
+    async def setxattr(self, inode, name, value, ctx):
+        node = self._node(inode)
+        if node.kind != 'object' or os.fsdecode(name) != SHARE_XATTR:
+            refuse(errno.ENOTSUP)
+        user, _, right = value.decode('utf-8', 'replace').rpartition(':')
+        await self.layer.share(node.oaio_id, user, right)
+
+    @handler
+    async def removexattr(self, inode, name, ctx):
+        refuse(errno.ENOTSUP)
+
+
+__all__ = ['Operations', 'ROOT', 'ROOT_INODE']

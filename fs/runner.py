@@ -1,0 +1,203 @@
+"""The mount's runner: one trio nursery with ``pyfuse3.main``, the flusher (local changes → client
+→ server) and the watcher (server → client → kernel caches).
+
+Blocking client calls run in worker threads (one capacity limiter), so handlers never wait on a
+sync; kernel caches are invalidated from the watcher, never from inside a handler.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+
+import pyfuse3
+import trio
+
+from oaio.client import AuthenticationError, OaioClient, OfflineError
+from oaio.client import protocol as p
+
+from .inodes import ROOT_INODE, Node
+from .names import is_temp_path
+from .objects import ObjectLayer, Overlay
+from .operations import Operations
+from .view import take_view
+
+log = logging.getLogger(__name__)
+
+DEBOUNCE_SECONDS = 0.2          # a burst of writes within this quiet time becomes one version
+MAX_DELAY_SECONDS = 2.0         # ... but no change waits longer than this
+POLL_SECONDS = 25.0             # one long poll
+RETRY_SECONDS = (1, 2, 4, 8, 15, 30)
+_limiter = trio.CapacityLimiter(4)
+
+
+async def in_thread(function, *args):
+    return await trio.to_thread.run_sync(function, *args, limiter=_limiter)
+
+
+def scan_files(root: str) -> list[str]:
+    """Relative paths of the regular files under ``root``, editor temp files left out."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        relative = os.path.relpath(folder, root)
+        for name in files:
+            path = name if relative == '.' else f'{relative}/{name}'
+            if not is_temp_path(path) and os.path.isfile(os.path.join(folder, name)) \
+                    and not os.path.islink(os.path.join(folder, name)):
+                found.append(path)
+    return sorted(found)
+
+
+def apply_overlay(client: OaioClient, batch: Overlay) -> None:
+    """Hand a batch of local changes to the client (blocking)."""
+    for oaio_id in batch.removed:
+        obj = client.object(oaio_id)
+        if obj is None:
+            continue
+        if obj.csh_access_right in p.DELETE_RIGHTS or not obj.server_stamp:
+            client.unregister_object(oaio_id, wipe_files=True)
+        else:
+            client.unsubscribe(oaio_id, client.user_name)
+    for oaio_id in batch.new:
+        if oaio_id not in batch.removed and client.object(oaio_id) is None:
+            values = dict(batch.values.get(oaio_id, (0, {}))[1])
+            values[p.FILE_PATHS_KEY] = scan_files(str(client.default_files_root(oaio_id)))
+            client.register_object(values, oaio_id=oaio_id)
+    for oaio_id, (_, values) in batch.values.items():
+        if oaio_id not in batch.new and oaio_id not in batch.removed and client.object(oaio_id):
+            client.update_object(oaio_id, values, reset=True)
+    for oaio_id in batch.files:
+        if oaio_id not in batch.removed and client.object(oaio_id):
+            client.refresh_files(oaio_id, scan_files(str(client.files_root(oaio_id))))
+
+
+class Mount:
+    """Everything of one mounted drive."""
+
+    def __init__(self, client: OaioClient, mountpoint: str):
+        self.client, self.mountpoint = client, mountpoint
+        self.layer: ObjectLayer | None = None
+        self.operations: Operations | None = None
+
+    async def refresh_view(self, taken_up_to: int = 0) -> None:
+        self.layer.set_view(await in_thread(take_view, self.client), taken_up_to)
+
+    async def sync(self) -> bool:
+        ok = await in_thread(self.client.synchronize_with_server_if_online)
+        self.layer.online = self.client.online
+        if not ok:
+            log.warning('sync incomplete: %s', self.client.error_message)
+        return ok
+
+    async def flush(self) -> None:
+        """Hand every noted local change to the client, then sync."""
+        layer = self.layer
+        batch, taken_up_to = layer.overlay.copy(), layer.seq
+        layer.changed = trio.Event()
+        if batch:
+            await in_thread(apply_overlay, self.client, batch)
+        await self.sync()
+        await self.refresh_view(taken_up_to)
+
+    async def run_flusher(self) -> None:
+        while True:
+            await self.layer.changed.wait()
+            with trio.move_on_after(MAX_DELAY_SECONDS):
+                while True:                 # wait for a quiet moment
+                    self.layer.changed = trio.Event()
+                    with trio.move_on_after(DEBOUNCE_SECONDS) as quiet:
+                        await self.layer.changed.wait()
+                    if quiet.cancelled_caught:
+                        break
+            await self.flush()
+
+    async def run_watcher(self) -> None:
+        """Pull remote changes as they happen (long poll); retry with back-off while offline."""
+        failures = 0
+        await self.flush()
+        while True:
+            try:
+                changed = await trio.to_thread.run_sync(self.client.wait_for_remote_changes, POLL_SECONDS,
+                                                        abandon_on_cancel=True)
+                failures = 0
+                self.layer.online = True
+            except (OfflineError, AuthenticationError) as exc:
+                self.layer.online = False
+                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                log.info('server not reachable (%s); retrying in %d s', exc, delay)
+                await trio.sleep(delay)
+                await self.flush()
+                continue
+            if changed:
+                await self.refresh_view()
+                await self.invalidate(changed)
+
+    async def invalidate(self, oaio_ids: list[str]) -> None:
+        """Drop what the kernel caches of changed objects, so the next open sees the new content."""
+        table = self.operations.inodes
+        for oaio_id in oaio_ids:
+            for inode, node in table.known(oaio_id):
+                await in_thread(_invalidate_inode, inode)
+                parent = table.inode(self.layer.parent(node)) if node.kind != 'object' else ROOT_INODE
+                name = node.path.rsplit('/', 1)[-1] if node.kind == 'path' else None
+                if node.kind == 'values':
+                    name = 'values.json'
+                if name:
+                    pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+        for name in list(self._root_names()):
+            pyfuse3.invalidate_entry_async(ROOT_INODE, os.fsencode(name), ignore_enoent=True)
+        await in_thread(_invalidate_inode, ROOT_INODE)
+
+    def _root_names(self):
+        return [self.layer.info(oaio_id).name for oaio_id in self.layer.oaio_ids()]
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Mount, serve until unmounted or signalled, then hand over pending changes and unmount."""
+        self.layer = ObjectLayer(self.client, await in_thread(take_view, self.client))
+        self.operations = Operations(self.layer)
+        # auto_unmount: if this process dies, fusermount3 unmounts, so no dead mountpoint stays
+        options = set(pyfuse3.default_options) | {'fsname=oaio', 'subtype=oaio', 'default_permissions',
+                                                  'auto_unmount'}
+        pyfuse3.init(self.operations, self.mountpoint, options)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._serve_until_unmounted, nursery)
+                nursery.start_soon(self.run_flusher)
+                nursery.start_soon(self.run_watcher)
+                nursery.start_soon(self._stop_on_signal)
+                task_status.started()
+        finally:
+            pyfuse3.close(unmount=True)
+            with trio.move_on_after(20):
+                await self.drain()
+
+    async def drain(self) -> None:
+        """Persist every pending change in the client store and try one last upload."""
+        batch = self.layer.overlay.copy()
+        if batch:
+            await in_thread(apply_overlay, self.client, batch)
+        await self.sync()
+
+    async def _serve_until_unmounted(self, nursery: trio.Nursery) -> None:
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+
+    async def _stop_on_signal(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                log.info('%s: unmounting %s', signal.Signals(signum).name, self.mountpoint)
+                pyfuse3.terminate()
+                return
+
+
+def _invalidate_inode(inode: int) -> None:
+    try:
+        pyfuse3.invalidate_inode(inode, attr_only=False)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EINVAL):
+            raise
+
+
+__all__ = ['Mount', 'scan_files', 'apply_overlay', 'Node']
