@@ -67,10 +67,11 @@ class ServerApi:
     def _send(self, method: str, slug: str, retries: int = RETRIES, timeout: float = READ_TIMEOUT,
               **kwargs) -> requests.Response:
         url = self.url + slug
-        if method != 'get':
-            kwargs['headers'] = {**kwargs.get('headers', {}), 'X-CSRFToken': self._csrf_token(url), 'Referer': url}
         for attempt in range(retries + 1):
             try:
+                if method != 'get':     # the token GET can fail to connect too: inside the try
+                    kwargs['headers'] = {**kwargs.get('headers', {}), 'X-CSRFToken': self._csrf_token(url),
+                                         'Referer': url}
                 return self.session.request(method, url, timeout=(CONNECT_TIMEOUT, timeout), **kwargs)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt == retries or not _rewindable(kwargs):

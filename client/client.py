@@ -70,8 +70,8 @@ class OaioClient:
         :param auto_sync: synchronize after every change, as the original does; the mount turns it off
             and runs its own sync task.
         """
-        if not isinstance(credentials, dict) or not credentials.get('username') \
-                or not isinstance(credentials.get('password'), str):
+        if not isinstance(credentials, dict) or not isinstance(credentials.get('username'), str) \
+                or not credentials['username'] or not isinstance(credentials.get('password'), str):
             raise p.ProtocolError("credentials must be a dict with the keys 'username' and 'password'")
         self.user_name = credentials['username']
         self.app_id = _check_id_arg(app_id, 'app_id') or Path(sys.argv[0] or 'python').stem or 'python'
@@ -329,6 +329,9 @@ class OaioClient:
             if record.obj.server_stamp:
                 self._engine.state['pending_deletes'].append(oaio_id)
                 self._store.save_state(self._engine.state)
+            if wipe_files and record.local_root:        # only the attached files: the folder is the user's
+                for path in record.obj.file_paths:
+                    self._store.file_path(record, path).unlink(missing_ok=True)
             self._drop_local(oaio_id, wipe_files or not record.local_root)
             self._after_change()
             return self.error_message
@@ -405,6 +408,8 @@ class OaioClient:
 
     @staticmethod
     def _provide_file(path: Path, content: Optional[bytes]) -> None:
+        if content is not None and not isinstance(content, (bytes, bytearray)):
+            raise p.ProtocolError(f'file_content must be bytes, got {type(content).__name__}')
         if content is None:
             if not path.is_file():
                 raise p.ProtocolError(f'file to attach not found: {path}')

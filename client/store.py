@@ -102,6 +102,8 @@ class LocalStore:
             raise StoreLockedError(f'{self.root} is in use by another oaio client') from None
         shutil.rmtree(self.root / 'tmp', ignore_errors=True)
         (self.root / 'tmp').mkdir(mode=0o700)
+        for stale in [*self.root.glob('.tmp-*'), *(self.root / OBJECTS_DIR).glob('.tmp-*')]:
+            stale.unlink(missing_ok=True)       # left by a write_atomic() that a crash interrupted
 
     def close(self) -> None:
         """Release the lock."""

@@ -12,6 +12,8 @@ import logging
 import os
 from pathlib import Path
 
+import requests
+
 from . import protocol as p
 from .api import ServerApi
 from .errors import (AccessDenied, AuthenticationError, ClockSkewError, ConflictError, InvalidServerData, OaioError,
@@ -257,10 +259,15 @@ class SyncEngine:
         digest, size = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, 'wb') as out, self.api.open_file(remote.oaio_id, remote.client_stamp, path) as answer:
-                for chunk in answer.iter_content(CHUNK_BYTES):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    out.write(chunk)
+                try:
+                    for chunk in answer.iter_content(CHUNK_BYTES):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+                    # a broken connection is no verdict on the object: abort the round, so the cursor
+                    # stays before this change and the next sync fetches it again
+                    raise OfflineError(f'download of {path!r} interrupted: {exc.__class__.__name__}') from None
                 out.flush()
                 os.fsync(out.fileno())
             if digest.hexdigest() != entry['sha256'] or size != entry['size']:

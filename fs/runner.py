@@ -29,6 +29,7 @@ DEBOUNCE_SECONDS = 0.2          # a burst of writes within this quiet time becom
 MAX_DELAY_SECONDS = 2.0         # ... but no change waits longer than this
 POLL_SECONDS = 25.0             # one long poll
 RETRY_SECONDS = (1, 2, 4, 8, 15, 30)
+INITIAL_SYNC_SECONDS = 30.0     # a longer first sync goes on in the background after mounting
 _limiter = trio.CapacityLimiter(4)
 
 
@@ -115,7 +116,6 @@ class Mount:
     async def run_watcher(self) -> None:
         """Pull remote changes as they happen (long poll); retry with back-off while offline."""
         failures = 0
-        await self.flush()
         while True:
             try:
                 changed = await trio.to_thread.run_sync(self.client.wait_for_remote_changes, POLL_SECONDS,
@@ -156,6 +156,8 @@ class Mount:
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Mount, serve until unmounted or signalled, then hand over pending changes and unmount."""
         self.layer = ObjectLayer(self.client, await in_thread(take_view, self.client))
+        with trio.move_on_after(INITIAL_SYNC_SECONDS):      # show the objects at once when we can
+            await self.flush()
         self.operations = Operations(self.layer)
         # auto_unmount: if this process dies, fusermount3 unmounts, so no dead mountpoint stays
         options = set(pyfuse3.default_options) | {'fsname=oaio', 'subtype=oaio', 'default_permissions',

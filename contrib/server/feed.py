@@ -19,7 +19,8 @@ def parse_cursor(text: str | None) -> int | None:
     """The cursor of ``?since=``: None for a snapshot (absent or empty), else a non-negative int."""
     if not text:
         return None
-    if not text.isdigit() or len(text) > 19 or int(text) > MAX_CURSOR:
+    # isascii(): str.isdigit() also accepts '９' and '²' (the latter then breaks int(): a 500)
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_CURSOR:
         raise InvalidInput(f'since must be a cursor from a previous answer, got {text[:40]!r}')
     return int(text)
 

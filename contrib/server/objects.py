@@ -3,11 +3,12 @@
 Each public function runs in one transaction, checks the caller's access right first, and records
 the change for every affected subscriber (the change feed) and in the action log.
 """
+import hashlib
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from oaio.client import protocol as p
 
@@ -114,6 +115,22 @@ def _manifest(oaio_id: str, stamp: str, values: dict, declared: object, user) ->
     return {path: {'sha256': digest, 'size': sizes[digest]} for path, digest in hashes.items()}
 
 
+@transaction.atomic
+def stage_file(user, oaio_id: str, stamp: str, path: str, blob: Blob) -> None:
+    """Stage ``blob`` as file ``path`` of the coming version ``stamp``; the last PUT of a path wins.
+
+    StagedFile has no unique index, so two concurrent PUTs of one path could both insert a row (and
+    later ones fail with MultipleObjectsReturned). On PostgreSQL an advisory lock on the address
+    serializes them; SQLite's IMMEDIATE transactions run one at a time anyway.
+    """
+    if connection.vendor == 'postgresql':
+        address = f'{user.pk}\0{oaio_id}\0{stamp}\0{path}'.encode('utf-8', 'surrogatepass')
+        key = int.from_bytes(hashlib.blake2b(address, digest_size=8).digest(), 'big', signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute('SELECT pg_advisory_xact_lock(%s)', [key])
+    StagedFile.objects.update_or_create(oaio_id=oaio_id, stamp=stamp, path=path, user=user, defaults={'blob': blob})
+
+
 def _new_version(obj: OaiObject, ctx: Context, stamp: str, values: dict, files: dict) -> Version:
     server_stamp = max(p.now_stamp(), stamp)
     version = Version.objects.create(oai_object=obj, stamp=stamp, server_stamp=server_stamp, values=values,
@@ -139,7 +156,11 @@ def register(ctx: Context, body: dict) -> dict:
     if OaiObject.objects.filter(oaio_id=oaio_id).exists():
         raise Conflict(f'an object with id {oaio_id!r} is already registered')
     files = _manifest(oaio_id, stamp, values, body.get('files'), ctx.user)
-    obj = OaiObject.objects.create(oaio_id=oaio_id, owner=ctx.user, csh_id=csh_id)
+    try:
+        with transaction.atomic():
+            obj = OaiObject.objects.create(oaio_id=oaio_id, owner=ctx.user, csh_id=csh_id)
+    except IntegrityError:      # registered concurrently (PostgreSQL: the unique index decides)
+        raise Conflict(f'an object with id {oaio_id!r} is already registered') from None
     version = _new_version(obj, ctx, stamp, values, files)
     Subscription.objects.create(oai_object=obj, user=ctx.user, access_right=p.CREATE_RIGHT)
     _record(ctx, 'register', oaio_id, [ctx.user], stamp)

@@ -163,8 +163,7 @@ def _put_file(request, oaio_id: str, stamp: str, path: str) -> JsonResponse:
         if Version.objects.filter(oai_object=sub.oai_object, stamp=stamp).exists():
             raise InvalidInput(f'version {stamp} of {oaio_id!r} is stored already; versions never change')
     blob = blobs.store(request, request.headers.get(p.HEADER_SHA256, ''))
-    StagedFile.objects.update_or_create(oaio_id=oaio_id, stamp=stamp, path=path, user=request.user,
-                                        defaults={'blob': blob})
+    objects.stage_file(request.user, oaio_id, stamp, path, blob)
     return JsonResponse({'sha256': blob.sha256, 'size': blob.size}, status=201)
 
 
