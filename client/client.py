@@ -164,6 +164,11 @@ class OaioClient:
             self.update_object(oaio_id, {p.FILE_PATHS_KEY: paths})
             return True
 
+    def owner_of(self, oaio_id: str) -> str:
+        """The user who registered the object ('' if not known yet)."""
+        with self._lock:
+            return self._record(oaio_id).owner
+
     def sync_state(self, oaio_id: str) -> str:
         """``synced``, ``pending`` or ``error`` (uploads blocked) for one object."""
         record = self._record(oaio_id)
@@ -230,7 +235,7 @@ class OaioClient:
                             csh_id=p.check_csh_id(csh_id) if csh_id else self.csh_default_id,
                             username=self.user_name, device_id=self.device_id, app_id=self.app_id,
                             csh_access_right=p.CREATE_RIGHT)
-            self._engine.save_record(ObjectRecord(obj=obj, local_root=local_root))
+            self._engine.save_record(ObjectRecord(obj=obj, local_root=local_root, owner=self.user_name))
             self._after_change()
             if oaio_id in self._engine.rejected:
                 self._engine.rejected.discard(oaio_id)

@@ -67,6 +67,7 @@ class ObjectRecord:
     ``hashes``: ``{path: [size, mtime_ns, sha256]}``, so unchanged local files are not hashed again.
     ``local_root``: the folder of the files on this device when the user chose one (register_folder).
     ``blocked``: why uploads of this object stopped (e.g. the right was lost), or ``''``.
+    ``owner``: the user who registered the object (from the change feed).
     """
 
     obj: OaiObject
@@ -74,16 +75,19 @@ class ObjectRecord:
     hashes: dict = field(default_factory=dict)
     local_root: str = ''
     blocked: str = ''
+    owner: str = ''
 
     def to_json(self) -> bytes:
         return json.dumps({'object': self.obj.to_dict(), 'base_files': self.base_files, 'hashes': self.hashes,
-                           'local_root': self.local_root, 'blocked': self.blocked}, indent=1).encode()
+                           'local_root': self.local_root, 'blocked': self.blocked, 'owner': self.owner},
+                          indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> ObjectRecord:
         raw = json.loads(data)
         return cls(obj=OaiObject(**raw['object']), base_files=raw.get('base_files', {}),
-                   hashes=raw.get('hashes', {}), local_root=raw.get('local_root', ''), blocked=raw.get('blocked', ''))
+                   hashes=raw.get('hashes', {}), local_root=raw.get('local_root', ''), blocked=raw.get('blocked', ''),
+                   owner=raw.get('owner', ''))
 
 
 class LocalStore:

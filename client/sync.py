@@ -106,15 +106,20 @@ class SyncEngine:
 
     def _apply_entry(self, entry: object) -> list[str]:
         oaio_id = entry.get('oaio_id') if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and isinstance(entry.get('oaio'), dict):     # name the object in errors
+            oaio_id = entry['oaio'].get('oaio_id')
         try:
             if isinstance(entry, dict) and 'gone' in entry:
                 return self.apply_gone(p.check_oaio_id(oaio_id), str(entry['gone']))
             remote = OaiObject.from_wire(entry.get('oaio') if isinstance(entry, dict) else None)
             oaio_id = remote.oaio_id
-            return self.apply_version(remote, check_manifest(entry.get('files', {}), remote.file_paths))
+            owner = entry.get('owner') if isinstance(entry.get('owner'), str) else ''
+            return self.apply_version(remote, check_manifest(entry.get('files', {}), remote.file_paths), owner)
         except (p.ProtocolError, InvalidServerData, OSError) as exc:
             self._error(f'refused server data for object {str(oaio_id)[:80]!r}: {exc}')
         except ServerError as exc:
+            if exc.status >= 500:       # a passing server failure: abort the round before the cursor moves on
+                raise
             self._error(f'could not fetch object {str(oaio_id)[:80]!r}: {exc}')
         return []
 
@@ -146,11 +151,12 @@ class SyncEngine:
         self.store.save_record(record)
         return [oaio_id]
 
-    def apply_version(self, remote: OaiObject, manifest: dict) -> list[str]:
+    def apply_version(self, remote: OaiObject, manifest: dict, owner: str = '') -> list[str]:
         """Bring a remote version in: download, fast-forward, or merge with local edits."""
         record = self.records.get(remote.oaio_id)
         if record is None:
             record = ObjectRecord(obj=OaiObject(remote.oaio_id, csh_access_right=remote.csh_access_right))
+        record.owner = owner[:150] or record.owner
         local = record.obj
         right_changed = local.csh_access_right != remote.csh_access_right
         local.csh_access_right = remote.csh_access_right
@@ -263,6 +269,8 @@ class SyncEngine:
                     for chunk in answer.iter_content(CHUNK_BYTES):
                         digest.update(chunk)
                         size += len(chunk)
+                        if size > entry['size']:        # never let a server fill the disk
+                            raise InvalidServerData(f'file {path!r} is larger than its size {entry["size"]}')
                         out.write(chunk)
                 except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                     # a broken connection is no verdict on the object: abort the round, so the cursor

@@ -58,5 +58,5 @@ def take_view(client: OaioClient) -> View:
         if state == 'synced' and any('.conflict-' in path for path in obj.file_paths):
             state = 'conflict'
         infos[oaio_id] = ObjectInfo(oaio_id, names[oaio_id], obj.client_values, obj.client_stamp,
-                                    obj.csh_access_right, obj.username, state, root)
+                                    obj.csh_access_right, client.owner_of(oaio_id), state, root)
     return View(infos, {info.name: oaio_id for oaio_id, info in infos.items()})

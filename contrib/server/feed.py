@@ -27,12 +27,13 @@ def parse_cursor(text: str | None) -> int | None:
 
 def _entry(sub: Subscription) -> dict:
     head = sub.oai_object.head
-    return {'oaio': object_dict(head, sub.oai_object.csh_id, sub.access_right), 'files': head.files}
+    return {'oaio': object_dict(head, sub.oai_object.csh_id, sub.access_right), 'files': head.files,
+            'owner': sub.oai_object.owner.username}
 
 
 def _subscriptions(user):
     return Subscription.objects.filter(user=user).select_related(
-        'oai_object__head__user', 'oai_object__head__oai_object')
+        'oai_object__owner', 'oai_object__head__user', 'oai_object__head__oai_object')
 
 
 def snapshot(user) -> dict:
