@@ -1,7 +1,31 @@
 """The Django admin at /admin/: staff manage users, objects, subscriptions and see the logs."""
 from django.contrib import admin
+from django.db import transaction
 
 from .models import ActionLog, Blob, OaiObject, Subscription, Version
+from .objects import record_admin_change
+
+
+class FeedNotifyingAdmin(admin.ModelAdmin):
+    """Changes made here reach the affected users' change feeds, as changes through the API do."""
+
+    def affected(self, obj) -> tuple[str, list]:
+        raise NotImplementedError
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            record_admin_change(request.user, *self.affected(obj))
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            oaio_id, users = self.affected(obj)
+            super().delete_model(request, obj)
+            record_admin_change(request.user, oaio_id, users)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            self.delete_model(request, obj)
 
 
 class SubscriptionInline(admin.TabularInline):
@@ -11,11 +35,24 @@ class SubscriptionInline(admin.TabularInline):
 
 
 @admin.register(OaiObject)
-class OaiObjectAdmin(admin.ModelAdmin):
+class OaiObjectAdmin(FeedNotifyingAdmin):
     list_display = ['oaio_id', 'owner', 'csh_id', 'created']
     search_fields = ['oaio_id', 'owner__username']
-    readonly_fields = ['head', 'created']
+    readonly_fields = ['oaio_id', 'owner', 'head', 'created']
     inlines = [SubscriptionInline]
+
+    def has_add_permission(self, request):
+        return False            # objects come from clients, with a first version
+
+    def affected(self, obj):
+        return obj.oaio_id, list(obj.subscriptions.values_list('user_id', flat=True))
+
+    def save_formset(self, request, form, formset, change):
+        with transaction.atomic():
+            before = set(form.instance.subscriptions.values_list('user_id', 'access_right'))
+            super().save_formset(request, form, formset, change)
+            after = set(form.instance.subscriptions.values_list('user_id', 'access_right'))
+            record_admin_change(request.user, form.instance.oaio_id, {uid for uid, _ in before ^ after})
 
 
 @admin.register(Version)
@@ -26,10 +63,14 @@ class VersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(admin.ModelAdmin):
+class SubscriptionAdmin(FeedNotifyingAdmin):
     list_display = ['oai_object', 'user', 'access_right']
     list_filter = ['access_right']
     search_fields = ['oai_object__oaio_id', 'user__username']
+    autocomplete_fields = ['oai_object', 'user']
+
+    def affected(self, obj):
+        return obj.oai_object.oaio_id, [obj.user_id]
 
 
 @admin.register(Blob)

@@ -80,6 +80,11 @@ def _record(ctx: Context, action: str, oaio_id: str, users, detail: str = '') ->
     transaction.on_commit(notify_commit)
 
 
+def record_admin_change(admin_user, oaio_id: str, user_ids) -> None:
+    """A staff member changed subscriptions or objects in the admin: tell the users' change feeds."""
+    _record(Context(user=admin_user, app_id='admin'), 'admin', oaio_id, list(user_ids))
+
+
 def _subscriber_ids(obj: OaiObject) -> list:
     return list(obj.subscriptions.values_list('user_id', flat=True))
 
