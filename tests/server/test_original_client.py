@@ -9,23 +9,29 @@ The original client records only the status of a failed request (``<Response [40
 JSON body: it tests the response's truth value, which is False for any 4xx/5xx.
 """
 import gc
+import inspect
 import os
 
 import pytest
 import requests
 from ae.oaio_client import OaioClient
 
-from conftest import PASSWORD
-
 APP = 'origtests'
 
 
 @pytest.fixture
-def original(server, tmp_path):
+def password(server) -> str:
+    """The password ``server.adduser`` and the ``api`` fixture give users (read from the fixture, not
+    imported: more than one test directory has a module named ``conftest``)."""
+    return inspect.signature(server.adduser).parameters['password'].default
+
+
+@pytest.fixture
+def original(server, tmp_path, password):
     """A factory: ``original('alice', 'laptop')`` is an OaioClient of an existing user on its own client root."""
     clients = []
 
-    def make(username: str, device: str = 'laptop', password: str = PASSWORD) -> OaioClient:
+    def make(username: str, device: str = 'laptop', password: str = password) -> OaioClient:
         root = tmp_path / f'client-{username}-{device}'
         client = OaioClient(server.host, {'username': username, 'password': password}, app_id=APP,
                             device_id=device, client_root=str(root))
@@ -223,7 +229,7 @@ def test_wrong_password(server, original):
     assert os.listdir(os.path.join(client.client_root, 'objz'))
 
 
-def test_logout_in_del(server, api, original):
+def test_logout_in_del(server, api, original, password):
     api('alice')
     client = original('alice')
     assert client.synchronize_with_server_if_online(), client.error_message
@@ -233,7 +239,7 @@ def test_logout_in_del(server, api, original):
     stale = requests.get(server.url + 'oaio_stampz/', cookies={'sessionid': session_id}, timeout=30)
     assert stale.status_code == 200                                # … so the session is still valid here
 
-    second = OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, app_id=APP, device_id='phone',
+    second = OaioClient(server.host, {'username': 'alice', 'password': password}, app_id=APP, device_id='phone',
                         client_root=str(server.data.parent / 'client-del'))
     assert second.synchronize_with_server_if_online(), second.error_message
     session_id = second.session.cookies['sessionid']
