@@ -292,6 +292,9 @@ class OaioClient:
         """Replace the attached file of a file object (``file_name`` renames/replaces it)."""
         with self._lock:
             record = self._record(oaio_id)
+            self._check_writable(record)                # refuse before the local file is overwritten
+            if stamp and p.check_stamp(stamp) <= record.obj.client_stamp:
+                raise p.ProtocolError(f'update_file(): stamp {stamp} is not newer than {record.obj.client_stamp}')
             values = copy.deepcopy(record.obj.client_values)
             if file_name:
                 values[p.FILE_PATHS_KEY] = [p.check_relative_path(file_name, 'file_name')]
@@ -307,6 +310,7 @@ class OaioClient:
         """Take the current files of a folder object (optionally from a new ``root_path``)."""
         with self._lock:
             record = self._record(oaio_id)
+            self._check_writable(record)                # before local_root changes
             if root_path:
                 record.local_root = expand_path(root_path)
             values = {p.FILE_PATHS_KEY: _folder_files(self._store.files_root(record))}

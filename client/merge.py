@@ -14,6 +14,18 @@ from . import protocol as p
 _ABSENT = object()
 
 
+def same_value(a: object, b: object) -> bool:
+    """Equal as JSON values. Unlike ``==``, 1, 1.0 and True (and 0, 0.0 and False) differ: changing
+    one into another is an edit, which a merge must not take for "unchanged"."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_value(a[key], b[key]) for key in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 @dataclass
 class ValuesMerge:
     """Merged values, and the losing side's values of keys changed on both sides."""
@@ -33,9 +45,9 @@ def merge_values(base: dict, local: dict, remote: dict, local_is_newer: bool) ->
     merged, losers = {}, {}
     for key in sorted(set(base) | set(local) | set(remote)):
         was, mine, theirs = base.get(key, _ABSENT), local.get(key, _ABSENT), remote.get(key, _ABSENT)
-        if key == p.FILE_PATHS_KEY or mine == was:
+        if key == p.FILE_PATHS_KEY or same_value(mine, was):
             chosen = theirs
-        elif theirs == was or mine == theirs:
+        elif same_value(theirs, was) or same_value(mine, theirs):
             chosen = mine
         else:
             chosen, lost = (mine, theirs) if local_is_newer else (theirs, mine)
@@ -46,13 +58,20 @@ def merge_values(base: dict, local: dict, remote: dict, local_is_newer: bool) ->
 
 
 def conflict_name(path: str, device_id: str, stamp: str) -> str:
-    """``dir/name.ext`` → ``dir/name.conflict-<device>-<stamp>.ext``."""
+    """``dir/name.ext`` → ``dir/name.conflict-<device>-<stamp>.ext``; a long name is shortened so
+    that the copy's name still fits :data:`~.protocol.MAX_NAME_BYTES`."""
     directory, name = posixpath.split(path)
     stem, ext = posixpath.splitext(name)
     if not stem:                                    # dotfiles: '.bashrc' has no extension
         stem, ext = name, ''
     device = ''.join(char if char.isalnum() or char in '-_' else '_' for char in device_id)[:40] or 'device'
-    return posixpath.join(directory, f'{stem}.conflict-{device}-{stamp}{ext}')
+    suffix = f'.conflict-{device}-{stamp}'
+    room = p.MAX_NAME_BYTES - len(suffix.encode())
+    if len((stem + ext).encode()) > room:           # an invalid name would block the object's sync
+        if len(ext.encode()) > room // 2:           # such a long "extension" is part of the name
+            stem, ext = stem + ext, ''
+        stem = stem.encode()[:room - len(ext.encode())].decode('utf-8', 'ignore')
+    return posixpath.join(directory, f'{stem}{suffix}{ext}')
 
 
 @dataclass

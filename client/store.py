@@ -16,6 +16,7 @@ written after its files, so a record never names content that is not on disk.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -118,7 +119,12 @@ class LocalStore:
     # object records ------------------------------------------------------------------------
 
     def _record_path(self, oaio_id: str) -> Path:
-        return self.root / OBJECTS_DIR / (p.check_oaio_id(oaio_id) + '.json')
+        name = p.check_oaio_id(oaio_id)
+        if len(name.encode()) > p.MAX_NAME_BYTES - len('.json'):
+            # a valid id may use all of a file name's bytes; the record file is found by its content
+            # (load_records), so a shortened, hash-made-unique name does
+            name = name.encode()[:160].decode('utf-8', 'ignore') + '-' + hashlib.sha256(name.encode()).hexdigest()[:32]
+        return self.root / OBJECTS_DIR / (name + '.json')
 
     def load_records(self) -> dict[str, ObjectRecord]:
         """Every object record; a record that cannot be read is moved aside, not lost."""

@@ -18,7 +18,7 @@ from . import protocol as p
 from .api import ServerApi
 from .errors import (AccessDenied, AuthenticationError, ClockSkewError, ConflictError, InvalidServerData, OaioError,
                      OfflineError, ServerError)
-from .merge import conflict_name, merge_files, merge_values
+from .merge import conflict_name, merge_files, merge_values, same_value
 from .model import OaiObject
 from .store import LocalStore, ObjectRecord, fsync_directory
 
@@ -225,7 +225,8 @@ class SyncEngine:
         local.client_values = values.values
         same_files = {path: e['sha256'] for path, e in manifest.items()} == {
             path: entry['sha256'] for path, entry in self.local_manifest(record, strict=False).items()}
-        local.client_stamp = remote.client_stamp if values.values == remote.client_values and same_files else stamp
+        unchanged = same_value(values.values, remote.client_values) and same_files
+        local.client_stamp = remote.client_stamp if unchanged else stamp
 
     def _write_values_conflict(self, record: ObjectRecord, losers: dict, stamp: str) -> str:
         path = conflict_name('values.json', self.device_id, stamp)
