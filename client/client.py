@@ -371,6 +371,8 @@ class OaioClient:
     def userz_access(self, oaio_id: str) -> list[dict[str, str]]:
         """Users and their rights for ``oaio_id`` (sorted: C, D, U, r, then name); for an unknown id
         every user with 'x'; [] on error."""
+        if oaio_id:
+            p.check_oaio_id(oaio_id)
         slug = 'user_subz/' + quote(oaio_id or '_not__existing__oaio_id_', safe='')
         with self._lock:
             answer = self._call('get', slug, f'access list of {oaio_id!r}')

@@ -479,6 +479,7 @@ def test_invalid_arguments_raise_value_and_assertion_errors(make_client):
         assert_invalid(alice.register_object, {'a': 1}, oaio_id=oaio_id)
         assert_invalid(alice.upsert_subscription, oaio_id, 'bob')
         assert_invalid(alice.unsubscribe, oaio_id, 'bob')
+        assert_invalid(alice.userz_access, oaio_id)
     for unknown in ('unknown', '', None):
         assert_invalid(alice.update_object, unknown, {'a': 2})
         assert_invalid(alice.update_file, unknown, file_content=b'x')
