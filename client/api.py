@@ -9,7 +9,7 @@ from urllib.parse import quote
 import requests
 
 from . import protocol as p
-from .errors import AccessDenied, AuthenticationError, ConflictError, OfflineError, ServerError
+from .errors import AccessDenied, AuthenticationError, ConflictError, OaioError, OfflineError, ServerError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def base_url(host: str) -> str:
     return f'{scheme}://{host}/api/'
 
 
-def _error_for(response: requests.Response, what: str) -> ServerError:
+def _error_for(response: requests.Response, what: str) -> OaioError:
     try:
         body = response.json()
     except ValueError:
@@ -37,6 +37,8 @@ def _error_for(response: requests.Response, what: str) -> ServerError:
     message = f'{what} failed: HTTP {response.status_code} {detail}'.strip()
     if response.status_code == 401:
         return AuthenticationError(message)
+    if response.status_code in (502, 503, 504):       # a proxy without backend, or a server going down
+        return OfflineError(f'server {response.url.split("/api/")[0]} unreachable: {message}')
     kind = {409: ConflictError, 403: AccessDenied, 404: AccessDenied}.get(response.status_code, ServerError)
     return kind(message, response.status_code, body)
 

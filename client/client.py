@@ -303,7 +303,7 @@ class OaioClient:
             if root_path:
                 values[p.ROOT_PATH_KEY] = root_path
                 record.local_root = expand_path(root_path)
-            self._provide_file(self._store.file_path(record, values[p.FILE_PATHS_KEY][0]), file_content)
+            self._provide_file(self._store.file_path(record, _main_file(values[p.FILE_PATHS_KEY])), file_content)
             return self.update_object(oaio_id, values, stamp=stamp, reset=True)
 
     def update_folder(self, oaio_id: str, root_path: str = '', stamp: str = '') -> OaiObject:
@@ -427,6 +427,11 @@ class OaioClient:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
+
+
+def _main_file(paths: list[str]) -> str:
+    """The file of a file object: its first path that is not a conflict copy."""
+    return next((path for path in paths if '.conflict-' not in path.rsplit('/', 1)[-1]), paths[0])
 
 
 def _folder_files(folder: Path) -> list[str]:

@@ -20,7 +20,7 @@ from .errors import (AccessDenied, AuthenticationError, ClockSkewError, Conflict
                      OfflineError, ServerError)
 from .merge import conflict_name, merge_files, merge_values, same_value
 from .model import OaiObject
-from .store import LocalStore, ObjectRecord, fsync_directory
+from .store import LocalStore, ObjectRecord, fsync_directory, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,8 @@ class SyncEngine:
                               local_is_newer=local.client_stamp > remote.client_stamp)
         paths = files.paths
         if values.losers:
-            paths = sorted(paths + [self._write_values_conflict(record, values.losers, stamp)])
+            losing_device = remote.device_id if local.client_stamp > remote.client_stamp else self.device_id
+            paths = sorted(paths + [self._write_values_conflict(record, values.losers, losing_device, stamp)])
         if paths or p.FILE_PATHS_KEY in values.values:
             values.values[p.FILE_PATHS_KEY] = paths
         self._adopt(record, remote, manifest)
@@ -228,11 +229,12 @@ class SyncEngine:
         unchanged = same_value(values.values, remote.client_values) and same_files
         local.client_stamp = remote.client_stamp if unchanged else stamp
 
-    def _write_values_conflict(self, record: ObjectRecord, losers: dict, stamp: str) -> str:
-        path = conflict_name('values.json', self.device_id, stamp)
-        target = self.store.file_path(record, path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(losers, indent=2, sort_keys=True) + '\n')
+    def _write_values_conflict(self, record: ObjectRecord, losers: dict, device_id: str, stamp: str) -> str:
+        """Keep the losing values of keys changed on two devices in an attached file named after the
+        device they came from."""
+        path = conflict_name('values.json', device_id or 'device', stamp)
+        write_atomic(self.store.file_path(record, path),
+                     (json.dumps(losers, indent=2, sort_keys=True) + '\n').encode(), mode=0o644)
         self._conflict(f'object {record.obj.oaio_id!r}: values changed on two devices; the older ones are kept '
                        f'in {path!r}')
         return path

@@ -1,4 +1,6 @@
 """ASGI entry point: the change feed's long poll in front of Django (see longpoll.py)."""
+import asyncio
+import logging
 import os
 
 os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'oaio.server.settings')
@@ -10,9 +12,28 @@ django_application = get_asgi_application()
 from .longpoll import PATH as CHANGES_PATH, changes_app  # noqa: E402  (needs Django set up)
 
 
+log = logging.getLogger('oaio.server')
+
+
 async def application(scope, receive, send):
     """Route ``api/changes/`` to the long-poll app and everything else to Django."""
-    if scope['type'] == 'http' and scope['path'] == CHANGES_PATH:
-        await changes_app(scope, receive, send)
-    else:
-        await django_application(scope, receive, send)
+    try:
+        if scope['type'] == 'http' and scope['path'] == CHANGES_PATH:
+            await changes_app(scope, receive, send)
+        else:
+            await django_application(scope, receive, send)
+    except asyncio.CancelledError:
+        # uvicorn cancels requests still running when its graceful shutdown time is over (e.g. a
+        # long upload at SIGTERM): not an error; the client gets a 503 and retries later
+        log.info('%s %s cut off: the server is shutting down', scope.get('method', ''), scope.get('path', ''))
+        await _answer_shutting_down(send)
+
+
+async def _answer_shutting_down(send) -> None:
+    body = b'{"error": "unavailable", "detail": "the server is shutting down; try again"}'
+    try:
+        await send({'type': 'http.response.start', 'status': 503,
+                    'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]})
+        await send({'type': 'http.response.body', 'body': body})
+    except (OSError, RuntimeError):
+        pass        # the answer had started already, or the connection is gone

@@ -65,6 +65,7 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = 'oaio.server.urls'
+APPEND_SLASH = False        # a redirect would turn a POST into a GET that answers 200: unknown URLs are 404
 TEMPLATES = [{
     'BACKEND': 'django.template.backends.django.DjangoTemplates',
     'APP_DIRS': True,
@@ -105,7 +106,7 @@ STORAGES = {
     'staticfiles': {'BACKEND': 'django.contrib.staticfiles.storage.StaticFilesStorage'},
 }
 STATIC_URL = 'static/'
-STATIC_ROOT = DATA_DIR / 'static'
+STATIC_ROOT = None                                  # WhiteNoise serves the admin's files from the apps
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
