@@ -111,8 +111,8 @@ def cmd_mount(args) -> int:
         if message != 'ready':
             raise CliError(message or 'the mount process ended without a word; see ' + str(cache / 'oaio.log'))
         return 0
-    os.close(ready_read)
     if not args.foreground:
+        os.close(ready_read)        # in front nobody reads, but the read end stays open: 'ready' must not hit EPIPE
         os.setsid()
     setup_logging(cache / 'oaio.log', args.verbose)
     try:

@@ -51,6 +51,25 @@ class InodeTable:
     def node(self, inode: int) -> Node | None:
         return self._nodes.get(inode)
 
+    def lookups(self, node: Node) -> int:
+        """How many lookups of ``node``'s inode the kernel holds (0: it does not know the inode)."""
+        inode = self._inodes.get(node)
+        return self._lookups.get(inode, 0) if inode is not None else 0
+
+    def detach(self, node: Node) -> int | None:
+        """``node``'s name is gone (unlinked, renamed over). If the kernel still knows its inode, the
+        inode lives on as a 'gone' node until forgotten (returned); the name gets a fresh inode."""
+        inode = self._inodes.pop(node, None)
+        if inode is None:
+            return None
+        if not self._lookups.get(inode):
+            del self._nodes[inode]
+            return None
+        gone = Node('gone', path=str(inode))
+        self._nodes[inode] = gone
+        self._inodes[gone] = inode
+        return inode
+
     def looked_up(self, inode: int) -> None:
         self._lookups[inode] = self._lookups.get(inode, 0) + 1
 
@@ -74,9 +93,7 @@ class InodeTable:
         for node, inode in moves:
             moved = new if node == old else Node('path', new.oaio_id, new.path + node.path[len(old.path):])
             self._inodes.pop(node)
-            replaced = self._inodes.pop(moved, None)
-            if replaced is not None:            # renamed over: that inode lives on unnamed until forgotten
-                self._nodes[replaced] = Node('gone', path=str(replaced))
+            self.detach(moved)                  # renamed over: that inode lives on unnamed until forgotten
             self._inodes[moved] = inode
             self._nodes[inode] = moved
 

@@ -145,7 +145,8 @@ class ObjectLayer:
                     'mtime_ns': mtime_ns}
         st = os.lstat(self.real_path(node))
         mode = st.st_mode if info.writable else st.st_mode & ~0o222
-        return {'mode': mode, 'size': st.st_size, 'nlink': 1, 'mtime_ns': st.st_mtime_ns, 'ctime_ns': st.st_ctime_ns}
+        return {'mode': mode, 'size': st.st_size, 'nlink': 1, 'atime_ns': st.st_atime_ns, 'mtime_ns': st.st_mtime_ns,
+                'ctime_ns': st.st_ctime_ns}
 
     def list_directory(self, node: Node) -> list[tuple[str, Node]]:
         if node.kind == 'root':

@@ -51,14 +51,37 @@ class Operations(pyfuse3.Operations):
         self._handles: dict[int, Handle] = {}
         self._listings: dict[int, list[tuple[bytes, Node]]] = {}
         self._next_handle = 1
+        # inode → descriptor (O_PATH) of a file whose name went away (unlink, rename over it) while
+        # the kernel still knows the inode: open files, fstat and a racing open keep working
+        self._detached: dict[int, int] = {}
 
     # helpers ------------------------------------------------------------------------------
 
     def _node(self, inode: int) -> Node:
         node = self.inodes.node(inode)
-        if node is None or node.kind == 'gone':
+        if node is None or (node.kind == 'gone' and inode not in self._detached):
             refuse(errno.ENOENT)
         return node
+
+    def _detached_path(self, inode: int) -> str:
+        return f'/proc/self/fd/{self._detached[inode]}'
+
+    def _hold(self, node: Node) -> int:
+        """Before ``node``'s name goes away: a descriptor on its file if the kernel knows the inode."""
+        if node.kind != 'path' or self.inodes.lookups(node) == 0:
+            return -1
+        try:
+            return os.open(self.layer.real_path(node), os.O_PATH | os.O_NOFOLLOW)
+        except OSError:
+            return -1
+
+    def _detach(self, node: Node, fd: int) -> None:
+        """``node``'s name is gone: its inode lives on unnamed (on ``fd``), the name gets a fresh inode."""
+        inode = self.inodes.detach(node)
+        if inode is not None and fd >= 0:
+            self._detached[inode] = fd
+        elif fd >= 0:
+            os.close(fd)
 
     def _child(self, parent: Node, name: str) -> Node:
         if parent.kind == 'root':
@@ -71,7 +94,12 @@ class Operations(pyfuse3.Operations):
 
     def _entry(self, node: Node, count_lookup: bool = True) -> pyfuse3.EntryAttributes:
         inode = self.inodes.inode(node)
-        attrs = self.layer.attributes(node)
+        if node.kind == 'gone':
+            st = os.fstat(self._detached[inode])
+            attrs = {'mode': st.st_mode, 'size': st.st_size, 'nlink': 0, 'atime_ns': st.st_atime_ns,
+                     'mtime_ns': st.st_mtime_ns, 'ctime_ns': st.st_ctime_ns}
+        else:
+            attrs = self.layer.attributes(node)
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = inode
         entry.generation = 0
@@ -83,7 +111,8 @@ class Operations(pyfuse3.Operations):
         entry.st_size = attrs['size']
         entry.st_blksize = 4096
         entry.st_blocks = (attrs['size'] + 511) // 512
-        entry.st_atime_ns = entry.st_mtime_ns = attrs['mtime_ns']
+        entry.st_mtime_ns = attrs['mtime_ns']
+        entry.st_atime_ns = attrs.get('atime_ns', attrs['mtime_ns'])
         entry.st_ctime_ns = attrs.get('ctime_ns', attrs['mtime_ns'])
         if count_lookup:
             self.inodes.looked_up(inode)
@@ -115,6 +144,9 @@ class Operations(pyfuse3.Operations):
     async def setattr(self, inode, attr, fields, fh, ctx):
         node = self._node(inode)
         handle = self._handles.get(fh) if fh is not None else None
+        if node.kind == 'gone':             # no name any more: change the file through its descriptor
+            self._set_detached(self._detached_path(inode), attr, fields)
+            return self._entry(node, count_lookup=False)
         if fields.update_size:
             if handle is not None and handle.text is not None:
                 del handle.text[attr.st_size:]
@@ -128,9 +160,22 @@ class Operations(pyfuse3.Operations):
                              attr.st_mtime_ns if fields.update_mtime else None)
         return self._entry(node, count_lookup=False)
 
+    @staticmethod
+    def _set_detached(path: str, attr, fields) -> None:
+        if fields.update_size:
+            os.truncate(path, attr.st_size)
+        if fields.update_mode:
+            os.chmod(path, stat_module.S_IMODE(attr.st_mode))
+        if fields.update_atime or fields.update_mtime:
+            st = os.stat(path)
+            os.utime(path, ns=(attr.st_atime_ns if fields.update_atime else st.st_atime_ns,
+                               attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns))
+
     async def forget(self, inode_list):
         for inode, count in inode_list:
             self.inodes.forget(inode, count)
+            if inode in self._detached and self.inodes.node(inode) is None:
+                os.close(self._detached.pop(inode))
 
     @handler
     async def statfs(self, ctx):
@@ -171,7 +216,9 @@ class Operations(pyfuse3.Operations):
     @handler
     async def rmdir(self, parent_inode, name, ctx):
         parent = self._node(parent_inode)
-        await self.layer.rmdir(self._child(parent, os.fsdecode(name)))
+        node = self._child(parent, os.fsdecode(name))
+        await self.layer.rmdir(node)
+        self._detach(node, -1)
 
     @handler
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
@@ -180,13 +227,32 @@ class Operations(pyfuse3.Operations):
         old = self._child(self._node(parent_inode_old), os.fsdecode(name_old))
         new_parent = self._node(parent_inode_new)
         new_name = os.fsdecode(name_new)
-        new = await self.layer.rename(old, new_parent, new_name)
+        replaced = self._child(new_parent, new_name) if new_parent.kind in ('object', 'path') else None
+        fd = self._hold(replaced) if replaced is not None else -1
+        try:
+            new = await self.layer.rename(old, new_parent, new_name)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
         if new is not None:
+            self._detach(new, fd)           # the inode the new name had before lives on unnamed
             self.inodes.rename(old, new)
+        elif fd >= 0:
+            os.close(fd)
 
     @handler
     async def unlink(self, parent_inode, name, ctx):
-        self.layer.unlink(self._child(self._node(parent_inode), os.fsdecode(name)))
+        node = self._child(self._node(parent_inode), os.fsdecode(name))
+        fd = self._hold(node)
+        try:
+            self.layer.unlink(node)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            raise
+        if node.kind == 'path':
+            self._detach(node, fd)
 
     @handler
     async def symlink(self, parent_inode, name, target, ctx):
@@ -202,7 +268,7 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode, flags, ctx):
         node = self._node(inode)
         writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND)
-        if writing:
+        if writing and node.kind != 'gone':
             self.layer.check_writable(node)
         info = pyfuse3.FileInfo()
         if node.kind == 'values':
@@ -213,6 +279,8 @@ class Operations(pyfuse3.Operations):
         elif node.kind == 'path':
             handle = Handle(node, fd=self.layer.open_file(node, flags & ~os.O_CREAT))
             info.keep_cache = not writing
+        elif node.kind == 'gone':           # unlinked or renamed over while the kernel still had it
+            handle = Handle(node, fd=os.open(self._detached_path(inode), flags & ~os.O_CREAT))
         else:
             refuse(errno.EISDIR)
         info.fh = self._new_handle(handle)
@@ -221,7 +289,8 @@ class Operations(pyfuse3.Operations):
     @handler
     async def create(self, parent_inode, name, mode, flags, ctx):
         parent = self._node(parent_inode)
-        node = self._child(parent, os.fsdecode(name))
+        # a new name at the root is no object yet: the layer refuses the plain file (EPERM), not ENOENT
+        node = Node('object') if parent.kind == 'root' else self._child(parent, os.fsdecode(name))
         info = pyfuse3.FileInfo()
         if node.kind == 'values':
             self.layer.check_writable(node)

@@ -21,7 +21,7 @@ from .inodes import ROOT_INODE, Node
 from .names import is_temp_path
 from .objects import ObjectLayer, Overlay
 from .operations import Operations
-from .view import take_view
+from .view import View, take_view
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +80,19 @@ class Mount:
         self.client, self.mountpoint = client, mountpoint
         self.layer: ObjectLayer | None = None
         self.operations: Operations | None = None
+        self._views_taken = 0               # numbers the views in the order they were begun
+        self._view_shown: tuple[int, View] | None = None
 
     async def refresh_view(self, taken_up_to: int = 0) -> None:
-        self.layer.set_view(await in_thread(take_view, self.client), taken_up_to)
+        """Show the client's objects. Views are taken in worker threads by the flusher and the
+        watcher at once and may finish out of order: one begun earlier than the view shown may miss
+        changes that view holds, so it is dropped (the shown view holds all up to ``taken_up_to``)."""
+        self._views_taken += 1
+        number = self._views_taken
+        view = await in_thread(take_view, self.client)
+        if self._view_shown is None or number > self._view_shown[0]:
+            self._view_shown = (number, view)
+        self.layer.set_view(self._view_shown[1], taken_up_to)
 
     async def sync(self) -> bool:
         ok = await in_thread(self.client.synchronize_with_server_if_online)
