@@ -192,7 +192,7 @@ class OaioClient:
                 self.error_message = str(exc)
                 return False
             self.online = True
-            for message in self._engine.conflicts + self._engine.errors:
+            for message in self._engine.notices + self._engine.errors:
                 self.error_message = message
             return not self._engine.errors
 
@@ -343,7 +343,7 @@ class OaioClient:
                     self._store.file_path(record, path).unlink(missing_ok=True)
             self._drop_local(oaio_id, wipe_files or not record.local_root)
             self._after_change()
-            return self.error_message
+            return '' if not self.online else self.error_message     # offline: queued, error_message says so
 
     def unsubscribe(self, oaio_id: str, user_name: str) -> str:
         """Remove ``user_name``'s subscription of ``oaio_id``; '' on success, else the error."""

@@ -62,7 +62,7 @@ class SyncEngine:
         self.records: dict[str, ObjectRecord] = store.load_records()
         self.state = store.load_state()
         self.errors: list[str] = []
-        self.conflicts: list[str] = []          # conflict copies made in the last round (not errors)
+        self.notices: list[str] = []            # conflict copies made, uploads on hold (not errors)
         self.rejected: set[str] = set()         # ids whose registration the server refused (409)
 
     # whole rounds ---------------------------------------------------------------------------
@@ -76,7 +76,7 @@ class SyncEngine:
 
     def sync(self) -> None:
         """One full round: clock check, queued deletions, pull, push."""
-        self.errors, self.conflicts = [], []
+        self.errors, self.notices = [], []
         self.check_clock()
         self.push_deletes()
         self.pull()
@@ -108,6 +108,8 @@ class SyncEngine:
         oaio_id = entry.get('oaio_id') if isinstance(entry, dict) else None
         if isinstance(entry, dict) and isinstance(entry.get('oaio'), dict):     # name the object in errors
             oaio_id = entry['oaio'].get('oaio_id')
+        if oaio_id in self.state['pending_deletes']:        # deleted here; the server hears of it next
+            return []
         try:
             if isinstance(entry, dict) and 'gone' in entry:
                 return self.apply_gone(p.check_oaio_id(oaio_id), str(entry['gone']))
@@ -165,13 +167,19 @@ class SyncEngine:
                 self._update_block(record)
                 self.save_record(record)
             return [remote.oaio_id] if right_changed else []
-        if local.pending and local.client_stamp:
+        if local.client_stamp and (local.pending or self._files_modified(record)):
             self._merge(record, remote, manifest)
         else:
             self._fast_forward(record, remote, manifest)
         self._update_block(record)
         self.save_record(record)
         return [remote.oaio_id]
+
+    def _files_modified(self, record: ObjectRecord) -> bool:
+        """Did attached files change on disk since the last sync, without a new local version yet?
+        (The mount writes files first and makes the version a moment later.)"""
+        local = {path: entry['sha256'] for path, entry in self.local_manifest(record, strict=False).items()}
+        return local != {path: entry['sha256'] for path, entry in record.base_files.items()}
 
     def _update_block(self, record: ObjectRecord) -> None:
         if record.obj.csh_access_right in p.WRITE_RIGHTS:
@@ -306,6 +314,9 @@ class SyncEngine:
 
     def push(self) -> None:
         """Upload every pending local version, oldest first; merge and retry on a conflict."""
+        for record in self.records.values():
+            if record.obj.pending and record.blocked:
+                self._conflict(f'object {record.obj.oaio_id!r}: uploads on hold: {record.blocked}')
         for _ in range(PUSH_ROUNDS):
             pending = sorted((r for r in self.records.values() if r.obj.pending and not r.blocked),
                              key=lambda record: record.obj.client_stamp)
@@ -379,7 +390,7 @@ class SyncEngine:
 
     def _conflict(self, message: str) -> None:
         log.info('%s', message)
-        self.conflicts.append(message)
+        self.notices.append(message)
 
     def _error(self, message: str) -> None:
         log.warning('%s', message)
