@@ -340,8 +340,8 @@ class Operations(pyfuse3.Operations):
     async def _commit(self, handle: Handle) -> None:
         """values.json: parse and apply what was written (EINVAL and nothing applied if invalid)."""
         if handle.text is not None and handle.modified:
+            handle.modified = False         # judged once: release does not repeat a refusal
             await self.layer.write_values(handle.node.oaio_id, bytes(handle.text))
-            handle.modified = False
 
     @handler
     async def release(self, fh):
