@@ -75,6 +75,8 @@ def prepare_mountpoint(mountpoint: str) -> str:
     path = os.path.abspath(mountpoint)
     try:
         os.stat(path)
+        if path in oaio_mounts():               # stat may answer from the kernel's cache: ask the process
+            os.getxattr(path, 'user.oaio.pid')
     except OSError as exc:
         if exc.errno == errno.ENOTCONN:         # a dead FUSE mount: the process behind it is gone
             subprocess.run(['fusermount3', '-u', '-z', path], check=False, capture_output=True)
@@ -119,20 +121,27 @@ def cmd_mount(args) -> int:
         client = OaioClient(args.server, {'username': args.user, 'password': password}, app_id='oaio-mount',
                             device_id=args.device or '', client_root=str(cache), auto_sync=False)
     except StoreLockedError as exc:
-        os.write(ready_write, f'{exc}'.encode())
-        return 1
+        return _mount_failed(str(exc), ready_write, args.foreground)
     try:
         client.login()
     except AuthenticationError:
-        os.write(ready_write, f'wrong user name or password for {args.user} on {args.server}'.encode())
         client.close()
-        return 1
+        return _mount_failed(f'wrong user name or password for {args.user} on {args.server}', ready_write,
+                             args.foreground)
     except OfflineError:
         log.warning('server %s unreachable: mounting the cached objects; changes sync when it is back',
                     args.server)
     if not args.foreground:
         _detach_stdio()
     return _run_mount(client, mountpoint, ready_write)
+
+
+def _mount_failed(message: str, ready_write: int, foreground: bool) -> int:
+    """Before mounting: tell the waiting parent, or (in front) the user on stderr."""
+    if foreground:
+        raise CliError(message)
+    os.write(ready_write, message.encode())
+    return 1
 
 
 def _detach_stdio() -> None:
@@ -177,11 +186,20 @@ def cmd_umount(args) -> int:
     if result.returncode:
         raise CliError(f'cannot unmount {mountpoint}: {result.stderr.strip()}')
     deadline = time.monotonic() + args.timeout
-    while os.path.exists(f'/proc/{pid}') and time.monotonic() < deadline:
+    while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if os.path.exists(f'/proc/{pid}'):
+    if _running(pid):
         raise CliError(f'unmounted, but the mount process {pid} is still uploading; it goes on in the background')
     return 0
+
+
+def _running(pid: int) -> bool:
+    """Is process ``pid`` still at work? (A zombie has ended: only its parent has not reaped it yet.)"""
+    try:
+        with open(f'/proc/{pid}/stat') as stat:
+            return stat.read().rsplit(')', 1)[-1].split()[0] != 'Z'
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def cmd_status(args) -> int:

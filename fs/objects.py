@@ -21,6 +21,7 @@ import trio
 
 from oaio.client import OaioClient, object_id
 from oaio.client import protocol as p
+from oaio.client.store import write_atomic
 
 from .errors import refuse
 from .inodes import ROOT, Node
@@ -30,6 +31,7 @@ from .view import HIDDEN_KEYS, ObjectInfo, View
 log = logging.getLogger(__name__)
 
 MAX_VALUES_BYTES = 16 * 1024 * 1024
+OVERLAY_FILE = 'fs-overlay.json'        # in the cache: object changes not yet handed to the client
 
 
 @dataclass
@@ -54,6 +56,28 @@ class Overlay:
     def __bool__(self) -> bool:
         return bool(self.new or self.values or self.files or self.removed)
 
+    def save(self, cache_root: str) -> None:
+        """Keep the object changes on disk until the client has them, so that a killed mount loses
+        no closed values.json, mkdir, rmdir or rename (changed files are in the cache already)."""
+        path = Path(cache_root) / OVERLAY_FILE
+        if self.new or self.values or self.removed:
+            write_atomic(path, json.dumps({'new': self.new, 'values': self.values, 'removed': self.removed}).encode())
+        else:
+            path.unlink(missing_ok=True)
+
+    @classmethod
+    def saved(cls, cache_root: str) -> Overlay:
+        """The changes a mount noted but did not hand to the client before it ended (empty if none)."""
+        try:
+            data = json.loads((Path(cache_root) / OVERLAY_FILE).read_text())
+            return cls(dict(data['new']), {oaio_id: (seq, values) for oaio_id, (seq, values) in data['values'].items()},
+                       {}, dict(data['removed']))
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error('%s unreadable, the object changes it kept are lost: %s', OVERLAY_FILE, exc)
+            return cls()
+
 
 class ObjectLayer:
     """Nodes → local files and object changes. Never blocks on the client."""
@@ -77,6 +101,7 @@ class ObjectLayer:
         """A fresh view from the client, which holds every change numbered up to ``taken_up_to``."""
         self._base = view
         self.overlay.drop_up_to(taken_up_to)
+        self.overlay.save(self.cache_root)
         self._compose()
 
     def _compose(self) -> None:
@@ -101,6 +126,7 @@ class ObjectLayer:
             getattr(self.overlay, kind)[oaio_id] = self.seq
         self.changed.set()
         if kind != 'files':
+            self.overlay.save(self.cache_root)
             self._compose()
 
     def info(self, oaio_id: str) -> ObjectInfo:
@@ -144,7 +170,9 @@ class ObjectLayer:
             return {'mode': stat_module.S_IFREG | 0o444 | (write_bits & 0o200), 'size': len(info.values_json()),
                     'mtime_ns': mtime_ns}
         st = os.lstat(self.real_path(node))
-        mode = st.st_mode if info.writable else st.st_mode & ~0o222
+        # read-only: 0444 files, 0555 folders (the cache's own 0600 of downloads is no right to show)
+        mode = st.st_mode if info.writable else \
+            (st.st_mode & ~0o777) | (0o555 if st.st_mode & stat_module.S_IXUSR else 0o444)
         return {'mode': mode, 'size': st.st_size, 'nlink': 1, 'atime_ns': st.st_atime_ns, 'mtime_ns': st.st_mtime_ns,
                 'ctime_ns': st.st_ctime_ns}
 
@@ -219,10 +247,12 @@ class ObjectLayer:
             self.mark_dirty(node)
 
     def chmod(self, node: Node, mode: int) -> None:
+        self.check_writable(node)
         if node.kind == 'path':
             os.chmod(self.real_path(node), mode)
 
     def utime(self, node: Node, atime_ns: int | None, mtime_ns: int | None) -> None:
+        self.check_writable(node)
         if node.kind == 'path':
             st = os.lstat(self.real_path(node))
             os.utime(self.real_path(node), ns=(atime_ns or st.st_atime_ns, mtime_ns or st.st_mtime_ns))

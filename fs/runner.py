@@ -21,7 +21,7 @@ from .inodes import ROOT_INODE, Node
 from .names import is_temp_path
 from .objects import ObjectLayer, Overlay
 from .operations import Operations
-from .view import View, take_view
+from .view import HIDDEN_KEYS, View, take_view
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,33 @@ def apply_overlay(client: OaioClient, batch: Overlay) -> None:
             client.unregister_object(oaio_id, wipe_files=True)
         else:
             client.unsubscribe(oaio_id, client.user_name)
+    registered = set()
     for oaio_id in batch.new:
         if oaio_id not in batch.removed and client.object(oaio_id) is None:
             values = dict(batch.values.get(oaio_id, (0, {}))[1])
             values[p.FILE_PATHS_KEY] = scan_files(str(client.default_files_root(oaio_id)))
             client.register_object(values, oaio_id=oaio_id)
+            registered.add(oaio_id)
     for oaio_id, (_, values) in batch.values.items():
-        if oaio_id not in batch.new and oaio_id not in batch.removed and client.object(oaio_id):
-            client.update_object(oaio_id, values, reset=True)
+        obj = client.object(oaio_id) if oaio_id not in registered and oaio_id not in batch.removed else None
+        if obj is not None:
+            # the hidden keys as the client has them now: those noted with the values may be stale
+            kept = {key: obj.client_values[key] for key in HIDDEN_KEYS if key in obj.client_values}
+            client.update_object(oaio_id, {key: value for key, value in values.items() if key not in HIDDEN_KEYS}
+                                 | kept, reset=True)
     for oaio_id in batch.files:
         if oaio_id not in batch.removed and client.object(oaio_id):
             client.refresh_files(oaio_id, scan_files(str(client.files_root(oaio_id))))
+
+
+def rescan_files(client: OaioClient) -> None:
+    """Hand the client file changes a killed mount wrote to the cache but never handed over (blocking)."""
+    for oaio_id, obj in client.client_objectz.items():
+        if obj.csh_access_right in p.WRITE_RIGHTS:
+            try:
+                client.refresh_files(oaio_id, scan_files(str(client.files_root(oaio_id))))
+            except (OSError, ValueError) as exc:
+                log.warning('cannot take the files of %s: %s', oaio_id, exc)
 
 
 class Mount:
@@ -143,6 +159,10 @@ class Mount:
             if changed:
                 await self.refresh_view()
                 await self.invalidate(changed)
+            # back online, or a pulled version was merged with local edits: the client holds versions
+            # no local change will flush, so push them now
+            if any(self.layer.info(oaio_id).sync == 'pending' for oaio_id in self.layer.oaio_ids()):
+                self.layer.changed.set()
 
     async def invalidate(self, oaio_ids: list[str]) -> None:
         """Drop what the kernel caches of changed objects, so the next open sees the new content."""
@@ -165,6 +185,12 @@ class Mount:
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Mount, serve until unmounted or signalled, then hand over pending changes and unmount."""
+        saved = Overlay.saved(self.client.client_root)        # a killed mount's last object changes
+        if saved:
+            log.info('taking the object changes of the last mount that it had not handed over')
+            await in_thread(apply_overlay, self.client, saved)
+            Overlay().save(self.client.client_root)             # the client has them now
+        await in_thread(rescan_files, self.client)
         self.layer = ObjectLayer(self.client, await in_thread(take_view, self.client))
         with trio.move_on_after(INITIAL_SYNC_SECONDS):      # show the objects at once when we can
             await self.flush()
@@ -190,6 +216,7 @@ class Mount:
         batch = self.layer.overlay.copy()
         if batch:
             await in_thread(apply_overlay, self.client, batch)
+            Overlay().save(self.client.client_root)         # the client store has them now
         await self.sync()
 
     async def _serve_until_unmounted(self, nursery: trio.Nursery) -> None:

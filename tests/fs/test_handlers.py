@@ -1,0 +1,371 @@
+"""The request handlers without the kernel: a real ObjectLayer and Operations over a real OaioClient
+(on the test server, files in a temporary cache) called directly inside ``trio.run``.
+
+The only fake is the injected fault: one layer method monkeypatched to raise, which must become a
+logged EIO, after which the same handlers work again ("the mount survives", at handler level).
+A last test does the same on a real mount served by a thread of this test process.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat
+import subprocess
+import threading
+import time
+import urllib.parse
+
+import pyfuse3
+import pytest
+import trio
+
+from oaio.client import OaioClient
+from oaio.client import protocol as p
+from oaio.fs import runner
+from oaio.fs.inodes import ROOT_INODE
+from oaio.fs.objects import ObjectLayer
+from oaio.fs.operations import Operations
+from oaio.fs.view import take_view
+
+PASSWORD = 'correct horse battery staple'       # tests/conftest.py PASSWORD (the api fixture logs in with it)
+RW = os.O_RDWR
+
+
+class Drive:
+    """Layer + Operations over a real client, and what the server holds, for one test."""
+
+    def __init__(self, client: OaioClient, session):
+        self.client, self.session = client, session
+        self.layer = ObjectLayer(client, take_view(client))
+        self.ops = Operations(self.layer)
+
+    def flush(self) -> None:
+        """What the runner's flusher does: hand the overlay to the client, sync, take a fresh view."""
+        taken = self.layer.seq
+        runner.apply_overlay(self.client, self.layer.overlay.copy())
+        assert self.client.synchronize_with_server_if_online(), self.client.error_message
+        self.layer.set_view(take_view(self.client), taken)
+
+    def server_objects(self) -> dict[str, dict]:
+        answer = self.session.get('oaio_stampz/')
+        assert answer.ok, answer.text
+        return {obj['client_values'].get('_name'): obj for obj in answer.json()}
+
+    def server_file(self, obj: dict, path: str) -> bytes | None:
+        answer = self.session.get(f'files/{urllib.parse.quote(obj["oaio_id"], safe="")}/{obj["client_stamp"]}/'
+                                  f'{urllib.parse.quote(path)}')
+        return answer.content if answer.ok else None
+
+    # handler shortcuts (ctx is not used by the handlers) ------------------------------------
+
+    async def lookup(self, parent: int, name: str) -> pyfuse3.EntryAttributes:
+        return await self.ops.lookup(parent, os.fsencode(name), None)
+
+    async def write_file(self, parent: int, name: str, data: bytes) -> int:
+        info, entry = await self.ops.create(parent, os.fsencode(name), 0o644, os.O_WRONLY | os.O_CREAT, None)
+        assert await self.ops.write(info.fh, 0, data) == len(data)
+        await self.ops.flush(info.fh)
+        await self.ops.release(info.fh)
+        return entry.st_ino
+
+    async def read_file(self, inode: int, flags: int = os.O_RDONLY) -> bytes:
+        info = await self.ops.open(inode, flags, None)
+        try:
+            return await self.ops.read(info.fh, 0, 1 << 20)
+        finally:
+            await self.ops.release(info.fh)
+
+    async def write_values(self, obj_inode: int, text: bytes) -> None:
+        entry = await self.lookup(obj_inode, 'values.json')
+        info = await self.ops.open(entry.st_ino, os.O_WRONLY | os.O_TRUNC, None)
+        try:
+            await self.ops.write(info.fh, 0, text)
+            await self.ops.flush(info.fh)
+        finally:
+            await self.ops.release(info.fh)
+
+
+@pytest.fixture
+def drive(server, api, tmp_path):
+    session = api('alice')
+    client = OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, app_id='tests',
+                        device_id='handlers', client_root=str(tmp_path / 'cache'), auto_sync=False)
+    try:
+        yield Drive(client, session)
+    finally:
+        client.close()
+
+
+def fuse_errno(raised) -> int:
+    return raised.value.errno
+
+
+def unexpected_records(caplog, name: str) -> list[logging.LogRecord]:
+    return [record for record in caplog.records
+            if record.levelno >= logging.ERROR and f'unexpected error in {name}' in record.getMessage()]
+
+
+# the handlers work ------------------------------------------------------------------------------
+
+def test_handlers_over_a_real_client(drive):
+    async def main():
+        ops = drive.ops
+        root = await ops.getattr(ROOT_INODE, None)
+        assert stat.S_ISDIR(root.st_mode)
+        obj = await ops.mkdir(ROOT_INODE, b'notes', 0o755, None)
+        assert stat.S_ISDIR(obj.st_mode) and obj.st_mode & 0o200
+        assert (await drive.lookup(ROOT_INODE, 'notes')).st_ino == obj.st_ino
+        # create + write + release, then open + read
+        file_inode = await drive.write_file(obj.st_ino, 'a.txt', b'hello handlers\n')
+        assert (await ops.getattr(file_inode, None)).st_size == 15
+        assert await drive.read_file(file_inode) == b'hello handlers\n'
+        # random offsets through an open handle
+        info = await ops.open(file_inode, RW, None)
+        await ops.write(info.fh, 6, b'HANDLERS')
+        assert await ops.read(info.fh, 0, 100) == b'hello HANDLERS\n'
+        await ops.release(info.fh)
+        # a nested folder
+        folder = await ops.mkdir(obj.st_ino, b'sub', 0o755, None)
+        await drive.write_file(folder.st_ino, 'b.txt', b'nested')
+        # values.json
+        await drive.write_values(obj.st_ino, b'{"_name": "notes", "colour": "green"}')
+        values_entry = await drive.lookup(obj.st_ino, 'values.json')
+        assert json.loads(await drive.read_file(values_entry.st_ino)) == {'_name': 'notes', 'colour': 'green'}
+        # rename within the object, and unlink
+        await drive.write_file(obj.st_ino, 'tmp.txt', b'to be removed')
+        await ops.rename(obj.st_ino, b'a.txt', obj.st_ino, b'renamed.txt', 0, None)
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await drive.lookup(obj.st_ino, 'a.txt')
+        assert fuse_errno(raised) == errno.ENOENT
+        renamed = await drive.lookup(obj.st_ino, 'renamed.txt')
+        assert renamed.st_ino == file_inode                   # the inode moved with the name
+        await ops.unlink(obj.st_ino, b'tmp.txt', None)
+        assert [name for name, _ in drive.layer.list_directory(drive.ops.inodes.node(obj.st_ino))] \
+            == ['values.json', 'renamed.txt', 'sub']
+        # extended attributes and statfs
+        assert await ops.getxattr(obj.st_ino, b'user.oaio.right', None) == b'C'
+        assert await ops.getxattr(obj.st_ino, b'user.oaio.owner', None) == b'alice'
+        oaio_id = (await ops.getxattr(obj.st_ino, b'user.oaio.id', None)).decode()
+        assert await ops.getxattr(obj.st_ino, b'user.oaio.sync', None) == b'pending'
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await ops.getxattr(obj.st_ino, b'user.other', None)
+        assert fuse_errno(raised) == pyfuse3.ENOATTR
+        status = json.loads(await ops.getxattr(ROOT_INODE, b'user.oaio.status', None))
+        assert status['objects'] == 1 and status['user'] == 'alice'
+        stats = await ops.statfs(None)
+        assert stats.f_bsize > 0 and stats.f_namemax == 255
+
+        # the runner's flush takes it all to the server
+        drive.flush()
+        assert await ops.getxattr(obj.st_ino, b'user.oaio.sync', None) == b'synced'
+        remote = drive.server_objects()['notes']
+        assert remote['oaio_id'] == oaio_id
+        assert remote['client_values']['colour'] == 'green'
+        assert sorted(remote['client_values']['_file_paths']) == ['renamed.txt', 'sub/b.txt']
+        assert drive.server_file(remote, 'renamed.txt') == b'hello HANDLERS\n'
+        assert drive.server_file(remote, 'sub/b.txt') == b'nested'
+        # the object directory is renamed: _name changes on the server
+        await ops.rename(ROOT_INODE, b'notes', ROOT_INODE, b'journal', 0, None)
+        assert (await drive.lookup(ROOT_INODE, 'journal')).st_ino == obj.st_ino
+        drive.flush()
+        assert set(drive.server_objects()) == {'journal'}
+    trio.run(main)
+
+
+def test_known_errors_map_to_their_errno_without_an_error_log(drive, caplog):
+    async def main():
+        ops = drive.ops
+        obj = await ops.mkdir(ROOT_INODE, b'box', 0o755, None)
+        cases = [
+            (errno.ENOENT, ops.lookup(ROOT_INODE, b'missing', None)),
+            (errno.ENOENT, ops.lookup(obj.st_ino, b'missing.txt', None)),
+            (errno.ENOENT, ops.getattr(123456789, None)),
+            (errno.EEXIST, ops.mkdir(ROOT_INODE, b'box', 0o755, None)),
+            (errno.EPERM, ops.create(ROOT_INODE, b'plain.txt', 0o644, os.O_WRONLY | os.O_CREAT, None)),
+            (errno.EPERM, ops.symlink(obj.st_ino, b'link', b'/etc/passwd', None)),
+            (errno.ENOENT, ops.unlink(obj.st_ino, b'missing.txt', None)),       # OSError from the cache
+            (errno.EINVAL, ops.mkdir(ROOT_INODE, b'x' * 300, 0o755, None)),     # ProtocolError: too long
+        ]
+        for code, call in cases:
+            with pytest.raises(pyfuse3.FUSEError) as raised:
+                await call
+            assert fuse_errno(raised) == code, call
+        # invalid JSON in values.json: EINVAL at flush, the previous values stay
+        entry = await drive.lookup(obj.st_ino, 'values.json')
+        info = await ops.open(entry.st_ino, os.O_WRONLY | os.O_TRUNC, None)
+        await ops.write(info.fh, 0, b'{"broken": ')
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await ops.flush(info.fh)
+        assert fuse_errno(raised) == errno.EINVAL
+        with pytest.raises(pyfuse3.FUSEError):
+            await ops.release(info.fh)          # the kernel ignores release errors; the handle is gone anyway
+        assert json.loads(await drive.read_file(entry.st_ino)) == {'_name': 'box'}
+    with caplog.at_level(logging.INFO, logger='oaio'):
+        trio.run(main)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR], caplog.text
+    assert 'values.json: not saved' in caplog.text
+
+
+# injected faults --------------------------------------------------------------------------------
+
+def boom(*args, **kwargs):
+    raise RuntimeError('injected fault')
+
+
+async def aboom(*args, **kwargs):
+    raise RuntimeError('injected fault')
+
+
+def test_an_exception_in_the_layer_becomes_a_logged_eio_and_the_next_call_works(drive, monkeypatch, caplog):
+    async def main():
+        ops = drive.ops
+        obj = await ops.mkdir(ROOT_INODE, b'survivor', 0o755, None)
+        file_inode = await drive.write_file(obj.st_ino, 'f.txt', b'content')
+        handles = dict(ops._handles)
+
+        async def expect_eio(name, call):
+            caplog.clear()
+            with pytest.raises(pyfuse3.FUSEError) as raised:
+                await call
+            assert fuse_errno(raised) == errno.EIO, name
+            records = unexpected_records(caplog, name)
+            assert len(records) == 1, caplog.text
+            assert records[0].exc_info and 'injected fault' in str(records[0].exc_info[1])
+
+        # getattr / lookup: attributes() fails
+        monkeypatch.setattr(drive.layer, 'attributes', boom)
+        await expect_eio('getattr', ops.getattr(file_inode, None))
+        await expect_eio('lookup', ops.lookup(obj.st_ino, b'f.txt', None))
+        monkeypatch.undo()
+        assert (await ops.getattr(file_inode, None)).st_size == 7
+        assert (await drive.lookup(obj.st_ino, 'f.txt')).st_ino == file_inode
+
+        # open / create: the cache file cannot be opened
+        monkeypatch.setattr(drive.layer, 'open_file', boom)
+        await expect_eio('open', ops.open(file_inode, os.O_RDONLY, None))
+        monkeypatch.setattr(drive.layer, 'create_file', boom)
+        await expect_eio('create', ops.create(obj.st_ino, b'new.txt', 0o644, os.O_WRONLY | os.O_CREAT, None))
+        assert ops._handles == handles                      # no handle leaked
+        monkeypatch.undo()
+        assert await drive.read_file(file_inode) == b'content'
+        await drive.write_file(obj.st_ino, 'new.txt', b'created after the fault')
+
+        # readdir's listing, mkdir, rename, unlink, getxattr, statfs
+        monkeypatch.setattr(drive.layer, 'list_directory', boom)
+        await expect_eio('opendir', ops.opendir(obj.st_ino, None))
+        monkeypatch.setattr(drive.layer, 'mkdir', aboom)
+        await expect_eio('mkdir', ops.mkdir(obj.st_ino, b'folder', 0o755, None))
+        monkeypatch.setattr(drive.layer, 'rename', aboom)
+        await expect_eio('rename', ops.rename(obj.st_ino, b'f.txt', obj.st_ino, b'g.txt', 0, None))
+        monkeypatch.setattr(drive.layer, 'unlink', boom)
+        await expect_eio('unlink', ops.unlink(obj.st_ino, b'new.txt', None))
+        monkeypatch.setattr(drive.layer, 'xattr', boom)
+        await expect_eio('getxattr', ops.getxattr(obj.st_ino, b'user.oaio.stamp', None))
+        monkeypatch.setattr(drive.layer, 'write_values', aboom)
+        entry = await drive.lookup(obj.st_ino, 'values.json')
+        info = await ops.open(entry.st_ino, os.O_WRONLY | os.O_TRUNC, None)
+        await ops.write(info.fh, 0, b'{"_name": "survivor", "k": 1}')
+        await expect_eio('flush', ops.flush(info.fh))
+        await expect_eio('release', ops.release(info.fh))
+        monkeypatch.setattr(os, 'statvfs', boom)
+        await expect_eio('statfs', ops.statfs(None))
+        monkeypatch.undo()
+        assert ops._handles == handles
+
+        # every one works again, and nothing of the failed calls happened
+        fh = await ops.opendir(obj.st_ino, None)
+        assert [name for name, _ in ops._listings[fh]] == [b'values.json', b'f.txt', b'new.txt']
+        await ops.releasedir(fh)
+        await ops.mkdir(obj.st_ino, b'folder', 0o755, None)
+        await ops.rename(obj.st_ino, b'f.txt', obj.st_ino, b'g.txt', 0, None)
+        await ops.unlink(obj.st_ino, b'new.txt', None)
+        assert await ops.getxattr(obj.st_ino, b'user.oaio.right', None) == b'C'
+        await drive.write_values(obj.st_ino, b'{"_name": "survivor", "k": 2}')
+        assert (await ops.statfs(None)).f_namemax == 255
+        drive.flush()
+        remote = drive.server_objects()['survivor']
+        assert remote['client_values']['k'] == 2
+        assert remote['client_values']['_file_paths'] == ['g.txt']
+        assert drive.server_file(remote, 'g.txt') == b'content'
+    with caplog.at_level(logging.INFO, logger='oaio'):
+        trio.run(main)
+
+
+# the same on a real mount served by a thread of this process ---------------------------------------
+
+def test_an_injected_fault_on_a_real_mount_gives_eio_and_the_mount_stays_up(server, api, tmp_path, monkeypatch,
+                                                                              caplog):
+    session = api('alice')
+    mountpoint = tmp_path / 'mnt'
+    mountpoint.mkdir()
+    client = OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, app_id='tests',
+                        device_id='in-process', client_root=str(tmp_path / 'cache'), auto_sync=False)
+    mount = runner.Mount(client, str(mountpoint))
+
+    async def no_signals(self):          # signals can only be received in the main thread
+        await trio.sleep_forever()
+    monkeypatch.setattr(runner.Mount, '_stop_on_signal', no_signals)
+    ended: list[BaseException | None] = []
+
+    def serve():
+        try:
+            trio.run(mount.run)
+            ended.append(None)
+        except BaseException as exc:       # reported by the test
+            ended.append(exc)
+    thread = threading.Thread(target=serve, name='oaio-mount', daemon=True)
+    original = ObjectLayer.open_file
+
+    def faulty(self, node, flags):       # open always reaches the mount (no kernel cache answers it)
+        if node.kind == 'path' and node.path == 'boom.txt':
+            raise RuntimeError('injected fault')
+        return original(self, node, flags)
+
+    caplog.set_level(logging.INFO, logger='oaio')
+    thread.start()
+    try:
+        deadline = time.monotonic() + 40
+        while not os.path.ismount(mountpoint):
+            assert not ended, f'the mount ended: {ended}'
+            assert time.monotonic() < deadline, 'not mounted within 40 s'
+            time.sleep(0.05)
+        (mountpoint / 'obj').mkdir()
+        (mountpoint / 'obj/boom.txt').write_bytes(b'boom')
+        (mountpoint / 'obj/fine.txt').write_bytes(b'fine')
+        monkeypatch.setattr(ObjectLayer, 'open_file', faulty)
+        with pytest.raises(OSError) as raised:
+            (mountpoint / 'obj/boom.txt').read_bytes()
+        assert raised.value.errno == errno.EIO
+        assert unexpected_records(caplog, 'open'), caplog.text
+        with pytest.raises(OSError) as raised:
+            open(mountpoint / 'obj/boom.txt', 'ab').close()
+        assert raised.value.errno == errno.EIO
+        # the mount is still up: other calls work, and the same one once the fault is gone
+        assert (mountpoint / 'obj/fine.txt').read_bytes() == b'fine'
+        (mountpoint / 'obj/after.txt').write_bytes(b'written after the fault')
+        monkeypatch.setattr(ObjectLayer, 'open_file', original)
+        assert os.stat(mountpoint / 'obj/boom.txt').st_size == 4
+        assert (mountpoint / 'obj/boom.txt').read_bytes() == b'boom'
+        assert os.path.ismount(mountpoint) and thread.is_alive()
+
+        deadline = time.monotonic() + 30
+        while True:
+            objects = [obj for obj in session.get('oaio_stampz/').json() if obj['client_values'].get('_name') == 'obj']
+            if objects and sorted(objects[0]['client_values'].get('_file_paths', [])) \
+                    == ['after.txt', 'boom.txt', 'fine.txt']:
+                break
+            assert time.monotonic() < deadline, f'not on the server: {objects}'
+            time.sleep(0.1)
+    finally:
+        monkeypatch.setattr(ObjectLayer, 'open_file', original)
+        subprocess.run(['fusermount3', '-u', str(mountpoint)], capture_output=True, timeout=60)
+        thread.join(timeout=40)
+        if thread.is_alive() or os.path.ismount(mountpoint):
+            subprocess.run(['fusermount3', '-u', '-z', str(mountpoint)], capture_output=True, timeout=60)
+            thread.join(timeout=20)
+        client.close()
+    assert not thread.is_alive(), 'the mount thread did not end after fusermount3 -u'
+    assert ended == [None], ended
+    assert not os.path.ismount(mountpoint)
