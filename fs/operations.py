@@ -35,6 +35,7 @@ class Handle:
     def __init__(self, node: Node, fd: int = -1, text: bytearray | None = None):
         self.node, self.fd, self.text = node, fd, text
         self.modified = False
+        self.refused = False            # the last values.json text written was invalid
 
 
 class Operations(pyfuse3.Operations):
@@ -339,9 +340,15 @@ class Operations(pyfuse3.Operations):
 
     async def _commit(self, handle: Handle) -> None:
         """values.json: parse and apply what was written (EINVAL and nothing applied if invalid)."""
-        if handle.text is not None and handle.modified:
-            handle.modified = False         # judged once: release does not repeat a refusal
+        if handle.text is None:
+            return
+        if handle.modified:
+            handle.modified = False
+            handle.refused = True           # until write_values accepts it
             await self.layer.write_values(handle.node.oaio_id, bytes(handle.text))
+            handle.refused = False
+        elif handle.refused:                # judged (and logged) already: fail close() too, quietly
+            refuse(errno.EINVAL)
 
     @handler
     async def release(self, fh):
