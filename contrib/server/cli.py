@@ -43,9 +43,41 @@ def serve(args) -> int:
     from django.conf import settings
     # request bodies are spooled to disk by Django's ASGI handler: keep them on the data disk
     tempfile.tempdir = str(settings.TMP_DIR)
-    uvicorn.run('oaio.server.asgi:application', host=host, port=port, lifespan='off',
-                log_level=args.log_level, access_log=args.access_log, timeout_graceful_shutdown=3)
-    return 0
+    config = uvicorn.Config('oaio.server.asgi:application', host=host, port=port, lifespan='off',
+                            log_level=args.log_level, access_log=args.access_log, timeout_graceful_shutdown=3)
+    server = _uvicorn_server(config)
+    server.run()
+    return 0 if server.started else 3       # 3: uvicorn's exit status for a failed startup
+
+
+def _uvicorn_server(config):
+    """A uvicorn server whose SIGTERM/SIGINT answers waiting long polls at once and exits with 0.
+
+    Plain uvicorn lets long polls wait out the graceful-shutdown timeout, then cancels them (their
+    clients see a dropped connection, the log an error), and re-raises the signal after a clean
+    shutdown, so that a requested stop ended with status -15 instead of 0.
+    """
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    from .notify import watcher
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            super().handle_exit(sig, frame)
+            watcher.close_threadsafe()
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+    return Server(config)
 
 
 def _read_password(from_stdin: bool) -> str:

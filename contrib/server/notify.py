@@ -45,6 +45,7 @@ class ChangeWatcher:
         self._started: asyncio.Event | None = None
         self._last_seq = 0
         self._lock = threading.Lock()
+        self.closing = False        # the server is stopping: long polls answer at once
 
     @contextlib.asynccontextmanager
     async def listening(self, user_id: int):
@@ -70,6 +71,21 @@ class ChangeWatcher:
             loop, poke = self._loop, self._poke
         if loop is not None and poke is not None and not loop.is_closed():
             loop.call_soon_threadsafe(poke.set)
+
+    def close_threadsafe(self) -> None:
+        """The server is stopping: wake every waiting long poll so that it answers now.
+
+        Called from the signal handler, so it takes no lock (the handler may interrupt its holder).
+        """
+        self.closing = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        for events in self._events.values():
+            for event in events:
+                event.set()
 
     async def _ensure_running(self) -> None:
         if self._task is None or self._task.done():
