@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import datetime
+import math
 import re
 import unicodedata
 
@@ -41,6 +42,7 @@ MAX_NAME_BYTES = 255            # one path component / one file name on common f
 MAX_PATH_BYTES = 4096           # a whole relative path
 MAX_CONTEXT_CHARS = 128         # device and app ids from the X-OAIO-* headers
 MAX_CSH_ID_CHARS = 64
+MAX_VALUES_DEPTH = 100          # nested lists and objects in values: far below any JSON library's recursion limit
 
 _STAMP_RE = re.compile(r'\d{20}')
 _SHA256_RE = re.compile(r'[0-9a-f]{64}')
@@ -141,6 +143,34 @@ def check_file_paths(paths: object) -> list[str]:
     return paths
 
 
+def check_storable_text(text: str, what: str = 'text') -> str:
+    """Return ``text`` if databases can store it (no NUL, no unpaired surrogates), else raise."""
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        raise ProtocolError(f"{what} must not contain unpaired surrogates: {text!r:.80}") from None
+    if '\x00' in text:
+        raise ProtocolError(f"{what} must not contain NUL characters: {text!r:.80}")
+    return text
+
+
+def _check_storable_values(values: dict) -> None:
+    """Every string in ``values`` (keys too) storable, every number finite (JSON has no NaN), and
+    at most :data:`MAX_VALUES_DEPTH` levels of nesting."""
+    pending = [(values, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, str):
+            check_storable_text(item, 'values')
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ProtocolError(f"values must not contain {item} (not a JSON number)")
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_VALUES_DEPTH:
+                raise ProtocolError(f"values are nested deeper than {MAX_VALUES_DEPTH} levels")
+            children = [*item, *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+
+
 def check_values(values: object) -> dict:
     """Return ``values`` if it is a dict with string keys and valid reserved keys, else raise."""
     if not isinstance(values, dict):
@@ -153,6 +183,7 @@ def check_values(values: object) -> dict:
         raise ProtocolError(f"{NAME_KEY} must be a string")
     if ROOT_PATH_KEY in values and not isinstance(values[ROOT_PATH_KEY], str):
         raise ProtocolError(f"{ROOT_PATH_KEY} must be a string")
+    _check_storable_values(values)
     return values
 
 
@@ -188,18 +219,21 @@ def decode_context(header: str | None, what: str = 'header') -> str:
     """Decode an ``X-OAIO-*`` header value: a bytes literal like ``b'J\\xc3\\xbcrgen'`` or plain text.
 
     The literal is parsed with :func:`ast.literal_eval` on a bounded, bytes-only input (never
-    ``eval``); the result must be valid UTF-8 without control characters.
+    ``eval``); the result must be valid UTF-8 without control characters. A value that starts like
+    a literal (``b'`` or ``b"``) must be exactly one bytes literal, e.g. not ``b'x' + b'y'``.
     """
     if not header:
         return ''
     if len(header) > 4 * MAX_CONTEXT_CHARS + 3:
         raise ProtocolError(f"{what} is too long")
     text = header
-    if header[:2] in ("b'", 'b"') and header[-1:] == header[1]:
+    if header[:2] in ("b'", 'b"'):
         try:
             raw = ast.literal_eval(header)
+            if not isinstance(raw, bytes):
+                raise ValueError('not a bytes literal')
             text = raw.decode('utf-8')
-        except (ValueError, SyntaxError, UnicodeDecodeError, AttributeError):
+        except (ValueError, SyntaxError, UnicodeDecodeError):
             raise ProtocolError(f"{what} is not a valid UTF-8 bytes literal: {header!r:.80}") from None
     if len(text) > MAX_CONTEXT_CHARS or _has_control_char(text):
         raise ProtocolError(f"{what} is too long or contains control characters: {text!r:.80}")

@@ -167,3 +167,42 @@ def api(server):
         assert session.login().ok
         return session
     return make
+
+
+@pytest.fixture(scope='module')
+def module_server(tmp_path_factory):
+    """One server process for all tests of a module, for tables of many small cases (each case uses
+    object ids and user names of its own). Use it through ``shared_api``, which checks its log."""
+    env = dict(os.environ, OAIO_PASSWORD_HASHER='fast', OAIO_LOG_LEVEL='INFO')
+    database = _postgres_database()
+    if database:
+        env['DATABASE_URL'] = database[0]
+    srv = ServerProcess(data=tmp_path_factory.mktemp('module-server') / 'server-data', env=env)
+    srv.start()
+    try:
+        yield srv, set()
+    finally:
+        srv.stop()
+        if database:
+            database[1]()
+
+
+@pytest.fixture
+def shared_api(module_server):
+    """``api`` on the module's server: ``shared_api('bob')`` adds bob once per module and logs in;
+    ``login=False`` gives a session that never logged in. The test fails if the server logs an error."""
+    srv, added = module_server
+    start = len(srv.log())
+
+    def make(username: str, device: str = 'dev1', staff: bool = False, login: bool = True) -> Api:
+        session = Api(srv, username, device)
+        if login:
+            if username not in added:
+                srv.adduser(username, staff=staff)
+                added.add(username)
+            assert session.login().ok
+        return session
+    make.server, make.password = srv, PASSWORD
+    yield make
+    unexpected = [line for line in srv.log()[start:].splitlines() if ' ERROR ' in line or 'Traceback' in line]
+    assert not unexpected, 'the server logged errors:\n' + srv.log()[start:]

@@ -176,6 +176,7 @@ def register(ctx: Context, body: dict) -> dict:
 def upload(ctx: Context, body: dict) -> dict:
     """Add a version on top of the head named by ``server_stamp``; 409 with the head otherwise."""
     oaio_id, stamp, values = _checked_upload(body)
+    p.check_stamp(body.get('server_stamp'), 'server_stamp')
     sub = subscription_of(ctx.user, oaio_id)
     _require_right(sub, p.WRITE_RIGHTS, 'update')
     obj = OaiObject.objects.select_for_update().get(pk=sub.oai_object_id)
@@ -214,6 +215,7 @@ def subscribe(ctx: Context, body: dict) -> int:
     username = body.get('username')
     if not isinstance(username, str) or not username:
         raise InvalidInput('username must be a non-empty string')
+    p.check_storable_text(username, 'username')
     sub = subscription_of(ctx.user, oaio_id)
     obj = sub.oai_object
     is_self = username == ctx.user.username
@@ -239,8 +241,11 @@ def subscribe(ctx: Context, body: dict) -> int:
 
 def user_subscriptions(user, oaio_id: str) -> list[dict]:
     """Subscribers of ``oaio_id`` (sorted by right C, D, U, r, then name), or every user with ``x``
-    when the object is unknown or not shared with the caller."""
-    sub = Subscription.objects.filter(user=user, oai_object__oaio_id=oaio_id).first()
+    when the object is unknown or not shared with the caller (an invalid id, e.g. empty, is unknown)."""
+    try:
+        sub = Subscription.objects.filter(user=user, oai_object__oaio_id=p.check_oaio_id(oaio_id)).first()
+    except p.ProtocolError:
+        sub = None
     if sub is None:
         names = get_user_model().objects.filter(is_active=True).order_by('username').values_list('username', flat=True)
         return [{'username': name, 'access_right': p.NO_RIGHT} for name in names]
@@ -260,6 +265,7 @@ def wipe_user(ctx: Context, username: object) -> None:
     """Delete a user with their objects, subscriptions and log entries (oneself, or staff)."""
     if not isinstance(username, str) or not username:
         raise InvalidInput('Uid must be a non-empty user name')
+    p.check_storable_text(username, 'Uid')
     if username != ctx.user.username and not ctx.user.is_staff:
         raise Forbidden('only staff can wipe other users')
     target = get_user_model().objects.filter(username=username).first()

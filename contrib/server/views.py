@@ -21,7 +21,7 @@ from .models import ActionLog, OaiObject, StagedFile, Version
 def _json_body(request) -> dict:
     try:
         body = json.loads(request.body or b'null')
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput(f'request body is not valid JSON: {exc}') from None
     if not isinstance(body, dict):
         raise InvalidInput('request body must be a JSON object')
@@ -29,6 +29,7 @@ def _json_body(request) -> dict:
 
 
 def _context(request) -> objects.Context:
+    p.decode_context(request.headers.get(p.HEADER_USER), p.HEADER_USER)     # the session names the user
     return objects.Context(
         user=request.user,
         device_id=p.decode_context(request.headers.get(p.HEADER_DEVICE), p.HEADER_DEVICE),
@@ -63,6 +64,7 @@ def login(request, ctx):
     username, password = body.get('username'), body.get('password')
     if not isinstance(username, str) or not isinstance(password, str):
         raise InvalidInput('login needs "username" and "password" strings')
+    p.check_storable_text(username, 'username')
     user = authenticate(request, username=username, password=password)
     if user is None:
         raise NotAuthenticated('wrong user name or password')
