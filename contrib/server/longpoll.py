@@ -90,7 +90,7 @@ async def _answer(scope, disconnected: asyncio.Task) -> dict:
             changed.clear()
             answer = await query_changes(user, cursor)
             remaining = deadline - loop.time()
-            if answer['changes'] or remaining <= 0 or disconnected.done() or watcher.closing:
+            if answer['snapshot'] or answer['changes'] or remaining <= 0 or disconnected.done() or watcher.closing:
                 return answer
             await _wait_for_change(changed, remaining, disconnected)
 

@@ -271,8 +271,11 @@ def wipe_user(ctx: Context, username: object) -> None:
     target = get_user_model().objects.filter(username=username).first()
     if target is None:
         raise NotFound(f'no user {username!r}')
-    for obj in OaiObject.objects.filter(owner=target):
-        others = [uid for uid in _delete_object(obj) if uid != target.pk]
-        _record(ctx, 'delete', obj.oaio_id, others, f'wipe_user {username}')
+    # delete every object first, then record: the same lock order as upload/ (object rows, then
+    # the change feed), so a concurrent upload cannot deadlock with a wipe on PostgreSQL
+    gone = [(obj.oaio_id, [uid for uid in _delete_object(obj) if uid != target.pk])
+            for obj in OaiObject.objects.filter(owner=target)]
+    for oaio_id, others in gone:
+        _record(ctx, 'delete', oaio_id, others, f'wipe_user {username}')
     StagedFile.objects.filter(user=target).delete()
     target.delete()
