@@ -1,157 +1,19 @@
-"""Shared fixtures: a real ``oaio-server`` process on a free loopback port with its own data directory.
+"""Shared fixtures (see oaio_testing.py): ``server`` — a real ``oaio-server`` process per test —,
+``api`` — logged-in wire-protocol sessions on it —, and their per-module variants for large tables.
 
-The database is the embedded SQLite unless ``OAIO_TEST_DATABASE_URL`` names a PostgreSQL server;
-then each server process gets a fresh database of its own on it (created and dropped here).
-Users are added with ``oaio-server adduser``; passwords hash fast (``OAIO_PASSWORD_HASHER=fast``).
+The database is the embedded SQLite unless ``OAIO_TEST_DATABASE_URL`` names a PostgreSQL server.
 """
-from __future__ import annotations
-
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import pytest
-import requests
 
-PASSWORD = 'correct horse battery staple'
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def _postgres_database() -> tuple[str, callable] | None:
-    """A fresh database on the test PostgreSQL server, and a function that drops it."""
-    base = os.environ.get('OAIO_TEST_DATABASE_URL')
-    if not base:
-        return None
-    import psycopg
-    name = f'oaio_test_{uuid.uuid4().hex[:12]}'
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE {name}')
-
-    def drop() -> None:
-        with psycopg.connect(base, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS {name} WITH (FORCE)')
-    return base.rsplit('/', 1)[0] + '/' + name, drop
-
-
-@dataclass
-class ServerProcess:
-    """A running ``oaio-server serve`` with its data directory; restartable on the same data."""
-
-    data: Path
-    env: dict
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-    log_path: Path | None = None
-
-    @property
-    def host(self) -> str:
-        return f'127.0.0.1:{self.port}'
-
-    @property
-    def url(self) -> str:
-        return f'http://{self.host}/api/'
-
-    def run_cli(self, *args: str, stdin: str = '') -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, '-m', 'oaio.server.cli', *args, '--data', str(self.data)],
-                              input=stdin, capture_output=True, text=True, env=self.env, timeout=120)
-
-    def adduser(self, name: str, password: str = PASSWORD, staff: bool = False) -> str:
-        result = self.run_cli('adduser', name, '--password-stdin', *(['--staff'] if staff else []),
-                              stdin=password + '\n')
-        assert result.returncode == 0, result.stderr
-        return name
-
-    def start(self) -> None:
-        self.log_path = self.data.parent / f'server-{self.port}.log'
-        with open(self.log_path, 'ab') as log:
-            self.process = subprocess.Popen(
-                [sys.executable, '-m', 'oaio.server.cli', 'serve', '--data', str(self.data), '--bind', self.host],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f'oaio-server exited with {self.process.returncode}:\n{self.log()}')
-            try:
-                if requests.get(self.url + 'current_stamp/', timeout=1).ok:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError(f'oaio-server did not answer within 60 s:\n{self.log()}')
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process is None:
-            return 0
-        self.process.send_signal(sig)
-        try:
-            code = self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self.process = None
-        return code
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors='replace') if self.log_path and self.log_path.exists() else ''
+from oaio_testing import PASSWORD, Api, logged_errors, running_server
 
 
 @pytest.fixture
 def server(tmp_path):
-    """A fresh server process; stopped (and its PostgreSQL database dropped) after the test."""
-    env = dict(os.environ, OAIO_PASSWORD_HASHER='fast', OAIO_LOG_LEVEL='INFO')
-    database = _postgres_database()
-    if database:
-        env['DATABASE_URL'] = database[0]
-    srv = ServerProcess(data=tmp_path / 'server-data', env=env)
-    srv.start()
-    try:
+    """A fresh server process; the test fails if the server logs an error."""
+    with running_server(tmp_path / 'server-data') as srv:
         yield srv
-    finally:
-        srv.stop()
-        if database:
-            database[1]()
-        unexpected = [line for line in srv.log().splitlines() if ' ERROR ' in line or 'Traceback' in line]
-        assert not unexpected, 'the server logged errors:\n' + srv.log()
-
-
-class Api:
-    """A logged-in HTTP session speaking the wire protocol as the original client does (CSRF included)."""
-
-    def __init__(self, server: ServerProcess, username: str, device: str = 'dev1', app: str = 'tests'):
-        self.server, self.username = server, username
-        self.session = requests.Session()
-        self.session.headers.update({'X-OAIO-user': repr(username.encode()), 'X-OAIO-dvc': repr(device.encode()),
-                                     'X-OAIO-app': repr(app.encode())})
-
-    def _token_headers(self, slug: str) -> dict:
-        if 'csrftoken' not in self.session.cookies:
-            assert self.session.get(self.server.url + slug, timeout=30).ok
-        url = self.server.url + slug
-        return {'X-CSRFToken': self.session.cookies['csrftoken'], 'Referer': url}
-
-    def login(self, password: str = PASSWORD) -> requests.Response:
-        return self.post('login/', json={'username': self.username, 'password': password})
-
-    def get(self, slug: str, **kwargs) -> requests.Response:
-        return self.session.get(self.server.url + slug, timeout=kwargs.pop('timeout', 30), **kwargs)
-
-    def post(self, slug: str, **kwargs) -> requests.Response:
-        return self.request('post', slug, **kwargs)
-
-    def request(self, method: str, slug: str, **kwargs) -> requests.Response:
-        headers = {**self._token_headers(slug), **kwargs.pop('headers', {})}
-        return self.session.request(method, self.server.url + slug, headers=headers,
-                                    timeout=kwargs.pop('timeout', 30), **kwargs)
+    assert not logged_errors(srv.log()), 'the server logged errors:\n' + srv.log()
 
 
 @pytest.fixture
@@ -173,18 +35,8 @@ def api(server):
 def module_server(tmp_path_factory):
     """One server process for all tests of a module, for tables of many small cases (each case uses
     object ids and user names of its own). Use it through ``shared_api``, which checks its log."""
-    env = dict(os.environ, OAIO_PASSWORD_HASHER='fast', OAIO_LOG_LEVEL='INFO')
-    database = _postgres_database()
-    if database:
-        env['DATABASE_URL'] = database[0]
-    srv = ServerProcess(data=tmp_path_factory.mktemp('module-server') / 'server-data', env=env)
-    srv.start()
-    try:
+    with running_server(tmp_path_factory.mktemp('module-server') / 'server-data') as srv:
         yield srv, set()
-    finally:
-        srv.stop()
-        if database:
-            database[1]()
 
 
 @pytest.fixture
@@ -204,5 +56,4 @@ def shared_api(module_server):
         return session
     make.server, make.password = srv, PASSWORD
     yield make
-    unexpected = [line for line in srv.log()[start:].splitlines() if ' ERROR ' in line or 'Traceback' in line]
-    assert not unexpected, 'the server logged errors:\n' + srv.log()[start:]
+    assert not logged_errors(srv.log()[start:]), 'the server logged errors:\n' + srv.log()[start:]

@@ -1,41 +1,12 @@
 """Client fixtures: ``make_client(user, device)`` opens an OaioClient on the live test server."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
-import warnings
-from pathlib import Path
 
 import pytest
 
 from oaio.client import OaioClient
-
-
-def _load_root_conftest():
-    # tests/ is no package, so this file and tests/conftest.py are both imported as 'conftest':
-    # load the shared one under a name of its own to reach its constants
-    path = Path(__file__).resolve().parent.parent / 'conftest.py'
-    spec = importlib.util.spec_from_file_location('oaio_tests_shared_conftest', path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module             # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-_shared = _load_root_conftest()
-PASSWORD, free_port, Api = _shared.PASSWORD, _shared.free_port, _shared.Api
-
-# When a property test fails, hypothesis' pytest plugin imports its patch writer, which imports
-# libcst, which triggers a DeprecationWarning (mypy_extensions.TypedDict). With the project's
-# filterwarnings = error that becomes an INTERNALERROR that hides the failing example and stops
-# the whole run. Import it here once, quietly, so a failure is reported as a failure.
-with warnings.catch_warnings():
-    warnings.simplefilter('ignore', DeprecationWarning)
-    try:
-        import hypothesis.extra._patching  # noqa: F401
-    except ImportError:
-        pass
+from oaio_testing import PASSWORD, free_port
 
 
 @pytest.fixture

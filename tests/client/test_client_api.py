@@ -9,9 +9,9 @@ import pytest
 import requests
 
 from oaio.client import OaioClient, StoreLockedError, object_id
-from oaio.client.protocol import OLDEST_STAMP, check_stamp, now_stamp
+from oaio.client.protocol import check_stamp, now_stamp
 
-from conftest import PASSWORD
+from oaio_testing import PASSWORD
 
 STAMP1, STAMP2, STAMP3 = '20261125101010123456', '20261125101010123457', '20261125101010123458'
 
@@ -420,7 +420,7 @@ def test_wipe_user(make_client, api, server):
     assert 'staff' in alice.error_message
     assert bob.wipe_user('bob') == ''
     assert bob.client_objectz == {}
-    from conftest import Api
+    from oaio_testing import Api
     assert Api(server, 'bob').login().status_code == 401
     assert server_rights(api('alice'), theirs.oaio_id) == {'alice': 'C'}
     assert not bob.synchronize_with_server_if_online()

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import PASSWORD
+from oaio_testing import PASSWORD
 from oaio.client import OaioClient
 from oaio.client.errors import StoreLockedError
 from oaio.client.store import LocalStore

@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from conftest import PASSWORD
+from oaio_testing import PASSWORD
 
 CHUNK = 1024 * 1024
 SIZE = 1024 ** 3 + 12345                    # ≥ 1 GiB, and not a multiple of any chunk size

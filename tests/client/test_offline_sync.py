@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import PASSWORD
+from oaio_testing import PASSWORD
 from oaio.client import OaioClient
 
 CHUNK = 1024 * 1024

@@ -6,7 +6,6 @@ A test fails when its mount logged a warning, an error or a traceback it did not
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -22,19 +21,7 @@ from pathlib import Path
 import pytest
 
 
-def _shared_conftest():
-    # tests/ is no package: this file and tests/conftest.py are both 'conftest' to Python, so the
-    # shared one is loaded under a name of its own (the one tests/client/conftest.py uses too)
-    name = 'oaio_tests_shared_conftest'
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / 'conftest.py')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-PASSWORD = _shared_conftest().PASSWORD
+from oaio_testing import PASSWORD
 
 MOUNT_SECONDS = 40          # the mount syncs once (at most 30 s) before it reports ready
 WATCHDOG_SECONDS = 240      # below pytest-timeout's 300: tear a hung mount down so the test fails instead

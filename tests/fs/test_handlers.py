@@ -22,14 +22,13 @@ import pytest
 import trio
 
 from oaio.client import OaioClient
-from oaio.client import protocol as p
 from oaio.fs import runner
 from oaio.fs.inodes import ROOT_INODE
 from oaio.fs.objects import ObjectLayer
 from oaio.fs.operations import Operations
 from oaio.fs.view import take_view
+from oaio_testing import PASSWORD
 
-PASSWORD = 'correct horse battery staple'       # tests/conftest.py PASSWORD (the api fixture logs in with it)
 RW = os.O_RDWR
 
 

@@ -98,14 +98,14 @@ def test_rsync_in_and_back_out(mount, tmp_path):
     run('rsync', '-a', '--exclude', 'values.json', f'{m / "Synced"}/', f'{tmp_path / "out"}/')
     run('diff', '-r', str(source), str(tmp_path / 'out'))
     assert os.stat(tmp_path / 'out/readme.txt').st_mtime == 1_500_000_000
-    obj = m.remote.wait_files('Synced', expected)
+    m.remote.wait_files('Synced', expected)
 
     (source / 'readme.txt').write_bytes(b'changed by rsync\n')              # an update of one file
     os.remove(source / 'empty')
     run('rsync', '-a', '--delete', f'{source}/', f'{m / "Synced"}/', '--exclude', 'values.json')
     expected = tree_of(source)
     assert tree_of(m / 'Synced') == expected
-    obj = m.remote.wait_files('Synced', expected)
+    m.remote.wait_files('Synced', expected)
     assert json.loads((m / 'Synced/values.json').read_text()) == {'_name': 'Synced'}
 
 

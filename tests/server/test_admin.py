@@ -3,7 +3,7 @@ import re
 
 import requests
 
-from conftest import PASSWORD
+from oaio_testing import PASSWORD
 
 STAMP = '20261125101010123456'
 
