@@ -1,5 +1,6 @@
 """The ``oaio-server`` command: serve, adduser, and Django's management commands."""
 import argparse
+import fcntl
 import getpass
 import os
 import sys
@@ -22,7 +23,10 @@ def _migrate() -> None:
     for directory in (settings.DATA_DIR, settings.BLOB_DIR, settings.TMP_DIR):
         directory.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.DATA_DIR, 0o700)
-    call_command('migrate', interactive=False, verbosity=0)
+    # one migration at a time: `serve` and `adduser` may start together on a new data directory
+    with open(settings.DATA_DIR / 'migrate.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        call_command('migrate', interactive=False, verbosity=0)
 
 
 def _parse_bind(bind: str) -> tuple[str, int]:
