@@ -139,6 +139,11 @@ class OaioClient:
         """The API URL of the server."""
         return self._api.url
 
+    def report_progress(self, handler) -> None:
+        """Call ``handler(direction, path, done_bytes, total_bytes)`` while files transfer
+        (direction ``up`` or ``down``); None stops it."""
+        self._engine.on_progress = handler
+
     def default_files_root(self, oaio_id: str) -> Path:
         """Where the files of a new object without a root of its own will live (no lock taken)."""
         return Path(self.client_root) / 'filez' / p.check_oaio_id(oaio_id)

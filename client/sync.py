@@ -11,6 +11,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -54,6 +55,21 @@ def check_manifest(files: object, paths: list[str]) -> dict:
     return files
 
 
+class _Progress:
+    """A file being uploaded that reports how far the upload got."""
+
+    def __init__(self, file, report, direction: str, path: str, total: int):
+        self.file, self.report, self.direction, self.path, self.total = file, report, direction, path, total
+        self.done = 0
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.file.read(size)
+        self.done += len(chunk)
+        if self.report:
+            self.report(self.direction, self.path, self.done, self.total)
+        return chunk
+
+
 class SyncEngine:
     """Synchronizes one store with one server session."""
 
@@ -63,6 +79,7 @@ class SyncEngine:
         self.state = store.load_state()
         self.errors: list[str] = []
         self.notices: list[str] = []            # conflict copies made, uploads on hold (not errors)
+        self.on_progress: Callable[[str, str, int, int], None] | None = None    # (up|down, path, done, total)
         self.rejected: set[str] = set()         # ids whose registration the server refused (409)
 
     # whole rounds ---------------------------------------------------------------------------
@@ -283,6 +300,8 @@ class SyncEngine:
                         if size > entry['size']:        # never let a server fill the disk
                             raise InvalidServerData(f'file {path!r} is larger than its size {entry["size"]}')
                         out.write(chunk)
+                        if self.on_progress:
+                            self.on_progress('down', path, size, entry['size'])
                 except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                     # a broken connection is no verdict on the object: abort the round, so the cursor
                     # stays before this change and the next sync fetches it again
@@ -358,7 +377,8 @@ class SyncEngine:
         for path, entry in manifest.items():
             if entry['sha256'] in missing:
                 with open(self.store.file_path(record, path), 'rb') as content:
-                    self.api.put_file(snapshot.oaio_id, snapshot.client_stamp, path, content, entry['sha256'])
+                    self.api.put_file(snapshot.oaio_id, snapshot.client_stamp, path,
+                                      _Progress(content, self.on_progress, 'up', path, entry['size']), entry['sha256'])
                 missing.discard(entry['sha256'])
         body = {**snapshot.to_dict(), 'files': {path: entry['sha256'] for path, entry in manifest.items()}}
         action = 'upload/' if snapshot.server_stamp else 'register/'

@@ -253,6 +253,24 @@ def cmd_access(args) -> int:
     return 0
 
 
+class ProgressPrinter:
+    """Transfer progress on stderr: one line per file, redrawn at most ten times a second."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.shown_at, self.terminal = stream, 0.0, stream.isatty()
+
+    def __call__(self, direction: str, path: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.shown_at < 0.1:
+            return
+        self.shown_at = now
+        percent = 100 * done // total if total else 100
+        arrow = '↑' if direction == 'up' else '↓'
+        line = f'{arrow} {path}  {done / 1e6:.1f}/{total / 1e6:.1f} MB  {percent}%'
+        end = '\n' if done >= total or not self.terminal else ''
+        print(('\r\033[K' if self.terminal else '') + line, end=end, file=self.stream, flush=True)
+
+
 def cmd_sync(args) -> int:
     from oaio.client import OaioClient, StoreLockedError
     setup_logging(None, args.verbose)
@@ -260,6 +278,8 @@ def cmd_sync(args) -> int:
     try:
         with OaioClient(args.server, {'username': args.user, 'password': password}, app_id='oaio-sync',
                         device_id=args.device or '', client_root=args.cache, auto_sync=False) as client:
+            if args.progress or sys.stderr.isatty():
+                client.report_progress(ProgressPrinter())
             ok = client.synchronize_with_server_if_online()
             objects = client.client_objectz
             pending = sum(obj.pending for obj in objects.values())
@@ -312,6 +332,7 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument('--cache', required=True)
     sync.add_argument('--password-file')
     sync.add_argument('--device')
+    sync.add_argument('--progress', action='store_true', help='show transfer progress also when stderr is no terminal')
     sync.add_argument('-v', '--verbose', action='store_true')
     sync.set_defaults(func=cmd_sync)
     return parser
