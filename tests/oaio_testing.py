@@ -159,6 +159,18 @@ def running_server(data: Path):
             database[1]()
 
 
+def wait_for(predicate, timeout: float = 30.0, what: str = 'the condition', interval: float = 0.05):
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f'{what}: not reached within {timeout} s (last: {result!r})')
+        time.sleep(interval)
+
+
 def logged_errors(log: str) -> list[str]:
     """The lines of a server log that say something went wrong."""
     return [line for line in log.splitlines() if ' ERROR ' in line or 'Traceback' in line]

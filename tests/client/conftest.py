@@ -1,7 +1,6 @@
 """Client fixtures: ``make_client(user, device)`` opens an OaioClient on the live test server."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -40,15 +39,3 @@ def make_client(server, api, tmp_path):
 def dead_host():
     """``127.0.0.1:PORT`` of a free port where nothing listens."""
     return f'127.0.0.1:{free_port()}'
-
-
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
-    """Poll ``predicate`` until it returns a truthy value (returned) or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f'condition not met within {timeout} s: {predicate}')
-        time.sleep(interval)

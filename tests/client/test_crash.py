@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from oaio_testing import PASSWORD
+from oaio_testing import PASSWORD, wait_for
 from oaio.client import OaioClient
 from oaio.client.errors import StoreLockedError
 from oaio.client.store import LocalStore
@@ -73,15 +72,6 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f'timed out after {timeout} s waiting for {what}')
-
 
 def _spool_growing(server, min_bytes: int):
     def check():
@@ -111,7 +101,7 @@ def test_client_killed_mid_upload_resumes_with_a_consistent_store(server, api, t
         with pytest.raises(StoreLockedError):           # the running client holds client_root
             OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, device_id='other',
                        client_root=str(root), auto_sync=False)
-        wait_for(_spool_growing(server, 32 * CHUNK), 120, 'the upload to stream into the server')
+        wait_for(_spool_growing(server, 32 * CHUNK), 120, 'the upload to stream into the server', interval=0.005)
         assert process.poll() is None, 'the client finished before it could be killed'
         process.kill()
         assert process.wait(30) == -signal.SIGKILL

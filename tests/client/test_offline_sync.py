@@ -10,13 +10,12 @@ import hashlib
 import json
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from oaio_testing import PASSWORD
+from oaio_testing import PASSWORD, wait_for
 from oaio.client import OaioClient
 
 CHUNK = 1024 * 1024
@@ -86,15 +85,6 @@ def write_file(path: Path, size: int, seed: bytes) -> str:
             file.write(chunk)
     return digest.hexdigest()
 
-
-def wait_for(condition, timeout: float, what: str, interval: float = 0.005):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f'timed out after {timeout} s waiting for {what}')
 
 
 # offline edits on both devices ---------------------------------------------------------------
@@ -256,7 +246,7 @@ def _stop_when(server, condition, sig: int) -> threading.Thread:
 
     def run():
         try:
-            wait_for(condition, 120, 'the transfer to start')
+            wait_for(condition, 120, 'the transfer to start', interval=0.005)
             server.stop(sig)
         except BaseException as exc:      # reported by the test after join()
             errors.append(exc)

@@ -21,24 +21,12 @@ from pathlib import Path
 import pytest
 
 
-from oaio_testing import PASSWORD
+from oaio_testing import PASSWORD, wait_for
 
 MOUNT_SECONDS = 40          # the mount syncs once (at most 30 s) before it reports ready
 WATCHDOG_SECONDS = 240      # below pytest-timeout's 300: tear a hung mount down so the test fails instead
-SERVER_WAIT_SECONDS = 30    # uploads are debounced; a change reaches the server within a few seconds
 _RECORD = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) ')
 
-
-def wait_for(predicate, timeout: float = SERVER_WAIT_SECONDS, what: str = 'the condition'):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f'{what}: not reached within {timeout} s (last: {result!r})')
-        time.sleep(0.05)
 
 
 def _json(value):

@@ -12,18 +12,9 @@ from pathlib import Path
 
 import pytest
 
-DEADLINE_SECONDS = 30
+from oaio_testing import wait_for
 
 
-def wait_for(predicate, timeout: float = DEADLINE_SECONDS, what: str = 'the condition'):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f'{what}: not reached within {timeout} s (last: {result!r})')
-        time.sleep(0.05)
 
 
 def oaio(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
