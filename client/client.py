@@ -21,7 +21,7 @@ from . import protocol as p
 from .api import ServerApi
 from .errors import AccessDenied, OaioError, OfflineError
 from .model import OaiObject, object_id
-from .store import LAST_SYNC_STAMP_FILE, LocalStore, ObjectRecord
+from .store import LAST_SYNC_STAMP_FILE, LocalStore, ObjectRecord, make_private_dirs
 from .sync import SyncEngine, new_stamp
 
 __all__ = ['OaioClient', 'LAST_SYNC_STAMP_FILE', 'DEFAULT_STORAGE_HOST']
@@ -430,8 +430,10 @@ class OaioClient:
             if not path.is_file():
                 raise p.ProtocolError(f'file to attach not found: {path}')
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
+        make_private_dirs(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)     # private like the whole cache
+        with os.fdopen(fd, 'wb') as file:
+            file.write(content)
 
 
 def _main_file(paths: list[str]) -> str:

@@ -42,9 +42,23 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` whose new directories are 0700 (the cache is private to its user)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        os.chmod(directory, 0o700)      # mkdir's mode is masked by the umask; 0700 needs no more
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix='.tmp-')
     try:
         with os.fdopen(fd, 'wb') as file:

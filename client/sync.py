@@ -21,7 +21,7 @@ from .errors import (AccessDenied, AuthenticationError, ClockSkewError, Conflict
                      OfflineError, ServerError)
 from .merge import conflict_name, merge_files, merge_values, same_value
 from .model import OaiObject
-from .store import LocalStore, ObjectRecord, fsync_directory, write_atomic
+from .store import LocalStore, ObjectRecord, fsync_directory, make_private_dirs, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ class SyncEngine:
                 os.fsync(out.fileno())
             if digest.hexdigest() != entry['sha256'] or size != entry['size']:
                 raise InvalidServerData(f'file {path!r} does not match its sha256 or size')
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dirs(target.parent)
             os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
@@ -325,7 +325,7 @@ class SyncEngine:
 
     def _move_file(self, record: ObjectRecord, path: str, new_path: str) -> None:
         target = self.store.file_path(record, new_path)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.parent)
         os.replace(self.store.file_path(record, path), target)
         record.hashes[new_path] = record.hashes.pop(path, None) or []
 

@@ -49,6 +49,11 @@ class TooLarge(ApiError):
     status, code = 413, 'too_large'
 
 
+class TooManyRequests(ApiError):
+    """Throttled; ``retry_after`` (seconds) becomes the Retry-After header and a body field."""
+    status, code = 429, 'too_many_requests'
+
+
 def error_response(status: int, code: str, detail: str, **extra) -> JsonResponse:
     """Build the JSON answer of an error."""
     return JsonResponse({'error': code, 'detail': detail, **extra}, status=status)
@@ -57,7 +62,10 @@ def error_response(status: int, code: str, detail: str, **extra) -> JsonResponse
 def response_for(exc: Exception) -> JsonResponse | None:
     """Map an exception to its JSON answer, or None if it is not a client error (then it is a 500)."""
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.detail, **exc.extra)
+        answer = error_response(exc.status, exc.code, exc.detail, **exc.extra)
+        if 'retry_after' in exc.extra:
+            answer['Retry-After'] = str(exc.extra['retry_after'])
+        return answer
     if isinstance(exc, ProtocolError):
         return error_response(400, 'invalid', str(exc))
     if isinstance(exc, RequestDataTooBig):

@@ -8,6 +8,9 @@ Configuration comes from the environment, so that ``oaio-server serve --data DIR
 - ``OAIO_ALLOWED_HOSTS``: comma-separated host names the server answers for; default ``*``.
 - ``OAIO_STORAGE_HOSTS``: JSON dict ``{csh_id: {kwargs}}`` of extra storage hosts for ``csh_args/``.
 - ``OAIO_PASSWORD_HASHER``: ``fast`` (MD5, for test suites only) or unset for Django's default.
+- ``OAIO_HTTPS``: ``1`` when clients reach the server over https (cookies get ``Secure``; a TLS-terminating
+  proxy must set ``X-Forwarded-Proto: https`` and strip it from clients).
+- ``OAIO_LOGIN_FAILURES``, ``OAIO_LOGIN_ADDRESS_FAILURES``, ``OAIO_LOGIN_WINDOW``: login throttling (see views.login).
 """
 import json
 import os
@@ -123,6 +126,18 @@ SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = 'Lax'
 CSRF_COOKIE_HTTPONLY = False                        # the client copies the token into X-CSRFToken
 CSRF_FAILURE_VIEW = 'oaio.server.errors.csrf_failure'
+OAIO_HTTPS = os.environ.get('OAIO_HTTPS', '') == '1'
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = OAIO_HTTPS
+if OAIO_HTTPS:
+    # behind a TLS-terminating proxy, which sets this header (and strips it from what clients send)
+    SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https')
+
+# Login throttling: failed logins are counted in Django's cache (the default local-memory cache of
+# each server process; a restart forgets them) per user name and per client address.
+CACHES = {'default': {'BACKEND': 'django.core.cache.backends.locmem.LocMemCache', 'LOCATION': 'oaio'}}
+OAIO_LOGIN_FAILURES = int(os.environ.get('OAIO_LOGIN_FAILURES', 5))                     # per user name
+OAIO_LOGIN_ADDRESS_FAILURES = int(os.environ.get('OAIO_LOGIN_ADDRESS_FAILURES', 50))     # per client address
+OAIO_LOGIN_WINDOW = float(os.environ.get('OAIO_LOGIN_WINDOW', 15 * 60))                  # seconds
 
 USE_TZ = True
 TIME_ZONE = 'UTC'
