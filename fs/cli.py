@@ -214,6 +214,8 @@ def cmd_status(args) -> int:
         print(f'{mountpoint}: {"online" if state["online"] else "OFFLINE"}  {state["user"]} at {state["server"]}')
         print(f'  objects {state["objects"]}  pending {state["pending"]}  conflicts {state["conflicts"]}  '
               f'errors {state["errors"]}  last sync {_readable_stamp(state["last_sync"])}')
+        if state.get('last_error'):
+            print(f'  last sync incomplete: {state["last_error"]}')
     return 0
 
 

@@ -91,6 +91,7 @@ class ObjectLayer:
         self.online = False                 # set by the runner after each contact with the server
         self.started_ns = time.time_ns()
         self._base = view
+        self.last_error = ''                # why the last sync did not complete (set by the runner)
         self._objects: dict[str, ObjectInfo] = {}
         self._by_name: dict[str, str] = {}
         self._compose()
@@ -203,7 +204,8 @@ class ObjectLayer:
         states = [info.sync for info in self._objects.values()]
         return json.dumps({'online': self.online, 'objects': len(states), 'pending': states.count('pending'),
                            'conflicts': states.count('conflict'), 'errors': states.count('error'),
-                           'last_sync': self.client.last_sync_stamp, 'user': self.client.user_name,
+                           'last_sync': self.client.last_sync_stamp, 'last_error': self.last_error,
+                           'user': self.client.user_name,
                            'server': self.client.server_url, 'cache': self.cache_root})
 
     async def access_list(self, oaio_id: str) -> str:

@@ -114,6 +114,7 @@ class Mount:
         ok = await in_thread(self.client.synchronize_with_server_if_online)
         self.layer.online = self.client.online
         if not ok:
+        self.layer.last_error = '' if ok else self.client.error_message       # shown by oaio status
             log.warning('sync incomplete: %s', self.client.error_message)
         return ok
 

@@ -1,5 +1,6 @@
 """ASGI entry point: the change feed's long poll in front of Django (see longpoll.py)."""
 import asyncio
+import errno
 import logging
 import os
 
@@ -17,11 +18,28 @@ log = logging.getLogger('oaio.server')
 
 async def application(scope, receive, send):
     """Route ``api/changes/`` to the long-poll app and everything else to Django."""
+    started = False
+
+    async def tracked_send(message):
+        nonlocal started
+        if message['type'] == 'http.response.start':
+            started = True
+        await send(message)
+
     try:
         if scope['type'] == 'http' and scope['path'] == CHANGES_PATH:
-            await changes_app(scope, receive, send)
+            await changes_app(scope, receive, tracked_send)
         else:
-            await django_application(scope, receive, send)
+            await django_application(scope, receive, tracked_send)
+    except OSError as exc:
+        # the disk is full while Django spools the request body (before any view runs): a clear
+        # 507 the client retries, not a 500 with a traceback (errors.py does the same for views)
+        if exc.errno != errno.ENOSPC or started:
+            raise
+        log.warning('%s %s refused: no space left on the server (%s)', scope.get('method', ''),
+                    scope.get('path', ''), exc)
+        await _answer(send, 507, b'{"error": "insufficient_storage", '
+                                 b'"detail": "no space left on the server; try again later"}')
     except asyncio.CancelledError:
         # uvicorn cancels requests still running when its graceful shutdown time is over (e.g. a
         # long upload at SIGTERM): not an error; the client gets a 503 and retries later
@@ -30,9 +48,12 @@ async def application(scope, receive, send):
 
 
 async def _answer_shutting_down(send) -> None:
-    body = b'{"error": "unavailable", "detail": "the server is shutting down; try again"}'
+    await _answer(send, 503, b'{"error": "unavailable", "detail": "the server is shutting down; try again"}')
+
+
+async def _answer(send, status: int, body: bytes) -> None:
     try:
-        await send({'type': 'http.response.start', 'status': 503,
+        await send({'type': 'http.response.start', 'status': status,
                     'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]})
         await send({'type': 'http.response.body', 'body': body})
     except (OSError, RuntimeError):

@@ -1,4 +1,5 @@
 """The one place where errors become HTTP answers: every error body is JSON ``{"error", "detail"}``."""
+import errno
 import logging
 
 from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
@@ -76,6 +77,10 @@ def response_for(exc: Exception) -> JsonResponse | None:
         return error_response(403, 'forbidden', str(exc) or 'forbidden')
     if isinstance(exc, Http404):
         return error_response(404, 'not_found', 'no such endpoint or object')
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        # the server's disk is full: the client keeps its data and retries later
+        log.warning('no space left on the server: %s', exc)
+        return error_response(507, 'insufficient_storage', 'no space left on the server; try again later')
     return None
 
 
