@@ -113,8 +113,8 @@ class Mount:
     async def sync(self) -> bool:
         ok = await in_thread(self.client.synchronize_with_server_if_online)
         self.layer.online = self.client.online
-        if not ok:
         self.layer.last_error = '' if ok else self.client.error_message       # shown by oaio status
+        if not ok:
             log.warning('sync incomplete: %s', self.client.error_message)
         return ok
 
