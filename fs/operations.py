@@ -15,6 +15,8 @@ import stat as stat_module
 
 import pyfuse3
 
+from oaio.client import protocol as p
+
 from .errors import handler, refuse
 from .inodes import ROOT, ROOT_INODE, InodeTable, Node
 from .names import VALUES_FILE
@@ -27,6 +29,20 @@ XATTRS = ('user.oaio.id', 'user.oaio.stamp', 'user.oaio.right', 'user.oaio.owner
 ROOT_XATTRS = ('user.oaio.status', 'user.oaio.pid')
 ACCESS_XATTR = 'user.oaio.access'         # an object's subscribers (JSON), asked from the server
 SHARE_XATTR = 'user.oaio.share'           # set to "USER:RIGHT" on an object directory to share it
+
+
+def check_new_name(raw: bytes) -> str:
+    """The name a new file, folder or object gets (create, mkdir, rename), checked at once rather
+    than failing at sync: ENAMETOOLONG over 255 bytes, EINVAL if it is not valid UTF-8 or holds what
+    the protocol refuses (control characters, backslash)."""
+    if len(raw) > p.MAX_NAME_BYTES:
+        refuse(errno.ENAMETOOLONG)
+    try:
+        name = raw.decode('utf-8')
+    except UnicodeDecodeError:
+        refuse(errno.EINVAL, f'{raw!r:.80}: not a valid UTF-8 name')
+    p.check_name(name)          # ProtocolError: EINVAL
+    return name
 
 
 class Handle:
@@ -202,8 +218,17 @@ class Operations(pyfuse3.Operations):
         listing = self._listings[fh]
         for index in range(start_id, len(listing)):
             name, child = listing[index]
-            if not pyfuse3.readdir_reply(token, name, self._entry(child), index + 1):
-                return
+            try:
+                entry = self._entry(child, count_lookup=False)
+            except FileNotFoundError:                   # gone since opendir (churn): not listed
+                continue
+            except pyfuse3.FUSEError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+                continue
+            if not pyfuse3.readdir_reply(token, name, entry, index + 1):
+                return                                      # not sent: the kernel did not look it up
+            self.inodes.looked_up(entry.st_ino)
 
     async def releasedir(self, fh):
         self._listings.pop(fh, None)
@@ -212,7 +237,7 @@ class Operations(pyfuse3.Operations):
     @handler
     async def mkdir(self, parent_inode, name, mode, ctx):
         parent = self._node(parent_inode)
-        return self._entry(await self.layer.mkdir(parent, os.fsdecode(name), mode))
+        return self._entry(await self.layer.mkdir(parent, check_new_name(name), mode))
 
     @handler
     async def rmdir(self, parent_inode, name, ctx):
@@ -227,7 +252,7 @@ class Operations(pyfuse3.Operations):
             refuse(errno.EINVAL)            # RENAME_EXCHANGE / RENAME_NOREPLACE are not supported
         old = self._child(self._node(parent_inode_old), os.fsdecode(name_old))
         new_parent = self._node(parent_inode_new)
-        new_name = os.fsdecode(name_new)
+        new_name = check_new_name(name_new)
         replaced = self._child(new_parent, new_name) if new_parent.kind in ('object', 'path') else None
         fd = self._hold(replaced) if replaced is not None else -1
         try:
@@ -291,7 +316,7 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode, name, mode, flags, ctx):
         parent = self._node(parent_inode)
         # a new name at the root is no object yet: the layer refuses the plain file (EPERM), not ENOENT
-        node = Node('object') if parent.kind == 'root' else self._child(parent, os.fsdecode(name))
+        node = Node('object') if parent.kind == 'root' else self._child(parent, check_new_name(name))
         info = pyfuse3.FileInfo()
         if node.kind == 'values':
             self.layer.check_writable(node)

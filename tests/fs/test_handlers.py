@@ -185,7 +185,8 @@ def test_known_errors_map_to_their_errno_without_an_error_log(drive, caplog):
             (errno.EPERM, ops.create(ROOT_INODE, b'plain.txt', 0o644, os.O_WRONLY | os.O_CREAT, None)),
             (errno.EPERM, ops.symlink(obj.st_ino, b'link', b'/etc/passwd', None)),
             (errno.ENOENT, ops.unlink(obj.st_ino, b'missing.txt', None)),       # OSError from the cache
-            (errno.EINVAL, ops.mkdir(ROOT_INODE, b'x' * 300, 0o755, None)),     # ProtocolError: too long
+            (errno.ENAMETOOLONG, ops.mkdir(ROOT_INODE, b'x' * 300, 0o755, None)),   # over 255 bytes
+            (errno.EINVAL, ops.mkdir(ROOT_INODE, b'x\x01y', 0o755, None)),     # ProtocolError: control character
         ]
         for code, call in cases:
             with pytest.raises(pyfuse3.FUSEError) as raised:
