@@ -24,7 +24,7 @@ import pytest
 from oaio_testing import PASSWORD, wait_for
 
 MOUNT_SECONDS = 40          # the mount syncs once (at most 30 s) before it reports ready
-WATCHDOG_SECONDS = 240      # below pytest-timeout's 300: tear a hung mount down so the test fails instead
+WATCHDOG_MARGIN = 60        # below the test's pytest-timeout: tear a hung mount down so the test fails instead
 _RECORD = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) ')
 
 
@@ -109,8 +109,9 @@ class MountProcess:
 
     wait_for = staticmethod(wait_for)
 
-    def __init__(self, server, api, base: Path, user: str, device: str):
+    def __init__(self, server, api, base: Path, user: str, device: str, watchdog_seconds: float):
         self.server, self.user, self.device = server, user, device
+        self.watchdog_seconds = watchdog_seconds
         self.api = api
         self.remote = ServerView(api)
         self.path = base / 'mnt'
@@ -192,7 +193,7 @@ class MountProcess:
 
     def _arm_watchdog(self) -> None:
         self._disarm_watchdog()
-        self._watchdog = threading.Timer(WATCHDOG_SECONDS, self._fire_watchdog)
+        self._watchdog = threading.Timer(self.watchdog_seconds, self._fire_watchdog)
         self._watchdog.daemon = True
         self._watchdog.start()
 
@@ -251,15 +252,18 @@ class MountProcess:
 
 
 @pytest.fixture
-def mount(server, api, tmp_path):
+def mount(server, api, tmp_path, request):
     """A factory: ``mount('alice', 'laptop')`` adds the user (once), mounts their drive in a
     subprocess and returns the :class:`MountProcess` (``m / 'Notes/a.txt'`` is a path on it,
     ``m.remote`` the user's objects on the server). Every mount is unmounted after the test."""
     mounts: list[MountProcess] = []
+    marker = request.node.get_closest_marker('timeout')
+    test_timeout = marker.args[0] if marker and marker.args else request.config.getini('timeout')
+    watchdog_seconds = float(test_timeout) - WATCHDOG_MARGIN
 
     def make(user: str = 'alice', device: str = 'dev1') -> MountProcess:
         base = tmp_path / f'mount-{len(mounts)}-{user}-{device}'
-        mounted = MountProcess(server, api(user), base, user, device)
+        mounted = MountProcess(server, api(user), base, user, device, watchdog_seconds)
         mounts.append(mounted)
         return mounted.start()
 
@@ -274,7 +278,7 @@ def mount(server, api, tmp_path):
                 failures.append(f'{mounted.path}: teardown failed: {exc!r}')
     for mounted in mounts:
         if mounted.watchdog_fired:
-            failures.append(f'{mounted.path}: the watchdog tore the mount down after {WATCHDOG_SECONDS} s')
+            failures.append(f'{mounted.path}: the watchdog tore the mount down after {mounted.watchdog_seconds:.0f} s')
         if any(mounted.exit_codes):
             failures.append(f'{mounted.path}: the mount process exited with {mounted.exit_codes}')
         unexpected = mounted.unexpected_records()
