@@ -1,5 +1,5 @@
 """Load: 20 clients (OaioClient instances, one thread each, each a device of its own with a cache
-of its own) sync 200 objects concurrently against one server for OAIO_LOAD_SECONDS (default 30 s).
+of its own) sync 200 objects concurrently against one server for OAIO_LOAD_SECONDS (default 60 s).
 
 Each client owns 10 of the 200 objects and keeps updating them (a counter per object); every
 client synchronizes all 200. Checked: the server never answers 5xx nor logs an error, no
@@ -22,7 +22,7 @@ from oaio_testing import PASSWORD
 
 CLIENTS = 20
 OBJECTS_PER_CLIENT = 10             # 200 objects
-SECONDS = float(os.environ.get('OAIO_LOAD_SECONDS', '30'))
+SECONDS = float(os.environ.get('OAIO_LOAD_SECONDS', '60'))
 _5XX = re.compile(r'" 5\d\d ')
 
 
