@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import posixpath
 import re
 
@@ -20,6 +21,7 @@ def is_temp_name(name: str) -> bool:
     return bool(_SED_TEMP.fullmatch(name)) or any(fnmatch.fnmatchcase(name, pattern) for pattern in TEMP_PATTERNS)
 
 
+@functools.lru_cache(maxsize=8192)
 def is_temp_path(relative: str) -> bool:
     """True if any component of ``relative`` is a temp name."""
     return any(is_temp_name(part) for part in relative.split('/'))

@@ -9,6 +9,7 @@ them once a fresh view from the client contains them.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import logging
 import os
@@ -88,10 +89,11 @@ class ObjectLayer:
         self.overlay = Overlay()
         self.seq = 0
         self.changed = trio.Event()         # set when the overlay gets a change
+        self.last_change = 0.0              # time.monotonic() of the latest change (the flusher's debounce)
         self.online = False                 # set by the runner after each contact with the server
+        self.last_error = ''                # why the last sync did not complete (set by the runner)
         self.started_ns = time.time_ns()
         self._base = view
-        self.last_error = ''                # why the last sync did not complete (set by the runner)
         self._objects: dict[str, ObjectInfo] = {}
         self._by_name: dict[str, str] = {}
         self._compose()
@@ -125,7 +127,8 @@ class ObjectLayer:
             self.overlay.values[oaio_id] = (self.seq, values)
         else:
             getattr(self.overlay, kind)[oaio_id] = self.seq
-        self.changed.set()
+        self.last_change = time.monotonic()
+        self.changed.set()                  # already set during a burst: wakes nobody
         if kind != 'files':
             self.overlay.save(self.cache_root)
             self._compose()
@@ -163,13 +166,12 @@ class ObjectLayer:
             return {'mode': stat_module.S_IFDIR | 0o755, 'size': 0, 'nlink': 2, 'mtime_ns': self.started_ns}
         info = self.info(node.oaio_id)
         write_bits = 0o222 if info.writable else 0
-        mtime_ns = _stamp_ns(info.stamp) or self.started_ns
         if node.kind == 'object':
             return {'mode': stat_module.S_IFDIR | 0o555 | (write_bits & 0o200), 'size': 0, 'nlink': 2,
-                    'mtime_ns': mtime_ns}
+                    'mtime_ns': _stamp_ns(info.stamp) or self.started_ns}
         if node.kind == 'values':
             return {'mode': stat_module.S_IFREG | 0o444 | (write_bits & 0o200), 'size': len(info.values_json()),
-                    'mtime_ns': mtime_ns}
+                    'mtime_ns': _stamp_ns(info.stamp) or self.started_ns}
         st = os.lstat(self.real_path(node))
         # read-only: 0444 files, 0555 folders (the cache's own 0600 of downloads is no right to show)
         mode = st.st_mode if info.writable else \
@@ -377,6 +379,7 @@ class ObjectLayer:
         return None
 
 
+@functools.lru_cache(maxsize=4096)         # lookups and readdir ask for it per entry; strptime is slow
 def _stamp_ns(stamp: str) -> int:
     try:
         return int(p.stamp_datetime(stamp).timestamp() * 1e9)

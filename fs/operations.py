@@ -389,6 +389,10 @@ class Operations(pyfuse3.Operations):
     async def getxattr(self, inode, name, ctx):
         node = self._node(inode)
         name = os.fsdecode(name)
+        if not name.startswith('user.'):
+            # ACLs (system.*), security labels (security.*), trusted.*: not supported, and saying so
+            # (rather than "no such attribute") lets ls -l, cp -a and rsync -X stop asking per file
+            refuse(errno.ENOTSUP)
         if node.kind == 'root' and name in ROOT_XATTRS:
             return self.layer.mount_xattr(name.rsplit('.', 1)[-1]).encode()
         if node.kind == 'object' and name == ACCESS_XATTR:

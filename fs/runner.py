@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import signal
+import time
 
 import pyfuse3
 import trio
@@ -131,13 +132,12 @@ class Mount:
     async def run_flusher(self) -> None:
         while True:
             await self.layer.changed.wait()
-            with trio.move_on_after(MAX_DELAY_SECONDS):
-                while True:                 # wait for a quiet moment
-                    self.layer.changed = trio.Event()
-                    with trio.move_on_after(DEBOUNCE_SECONDS) as quiet:
-                        await self.layer.changed.wait()
-                    if quiet.cancelled_caught:
-                        break
+            # wait for a quiet moment (no change for DEBOUNCE_SECONDS since waking or since the latest
+            # change) by the time of the latest change, so the writes of a burst do not wake this task
+            woken = time.monotonic()
+            deadline = woken + MAX_DELAY_SECONDS
+            while (wake := min(max(self.layer.last_change, woken) + DEBOUNCE_SECONDS, deadline)) > time.monotonic():
+                await trio.sleep(max(0.0, wake - time.monotonic()))
             await self.flush()
 
     async def run_watcher(self) -> None:

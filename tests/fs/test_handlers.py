@@ -151,6 +151,11 @@ def test_handlers_over_a_real_client(drive):
         with pytest.raises(pyfuse3.FUSEError) as raised:
             await ops.getxattr(obj.st_ino, b'user.other', None)
         assert fuse_errno(raised) == pyfuse3.ENOATTR
+        for other_namespace in (b'security.selinux', b'system.posix_acl_access', b'trusted.x'):
+            # not "no such attribute" but "not supported": ls -l and cp -a then stop asking per file
+            with pytest.raises(pyfuse3.FUSEError) as raised:
+                await ops.getxattr(file_inode, other_namespace, None)
+            assert fuse_errno(raised) == errno.ENOTSUP
         status = json.loads(await ops.getxattr(ROOT_INODE, b'user.oaio.status', None))
         assert status['objects'] == 1 and status['user'] == 'alice'
         stats = await ops.statfs(None)
