@@ -333,12 +333,14 @@ class SyncEngine:
 
     def push(self) -> None:
         """Upload every pending local version, oldest first; merge and retry on a conflict."""
-        for record in self.records.values():
-            if record.obj.pending and record.blocked:
+        waiting = [record for record in self.records.values() if record.obj.pending]   # one pass over all
+        for record in waiting:
+            if record.blocked:
                 self._conflict(f'object {record.obj.oaio_id!r}: uploads on hold: {record.blocked}')
-        for _ in range(PUSH_ROUNDS):
-            pending = sorted((r for r in self.records.values() if r.obj.pending and not r.blocked),
-                             key=lambda record: record.obj.client_stamp)
+        for round_ in range(PUSH_ROUNDS):
+            if round_:                      # after a pull: look again
+                waiting = [record for record in self.records.values() if record.obj.pending]
+            pending = sorted((r for r in waiting if not r.blocked), key=lambda record: record.obj.client_stamp)
             conflicts = 0
             for record in pending:
                 conflicts += self._push_one(record)
