@@ -11,6 +11,7 @@ Users are added with ``oaio-server adduser``; passwords hash fast (``OAIO_PASSWO
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -174,3 +175,25 @@ def wait_for(predicate, timeout: float = 30.0, what: str = 'the condition', inte
 def logged_errors(log: str) -> list[str]:
     """The lines of a server log that say something went wrong."""
     return [line for line in log.splitlines() if ' ERROR ' in line or 'Traceback' in line]
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as file:
+        while chunk := file.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def growing(directory: Path, glob: str, min_bytes: int):
+    """A predicate for ``wait_for``: some file matching ``glob`` in ``directory`` has ``min_bytes``."""
+    def check() -> bool:
+        for path in directory.glob(glob):
+            try:
+                if path.stat().st_size >= min_bytes:
+                    return True
+            except FileNotFoundError:   # a temp file renamed or removed between glob and stat
+                pass
+        return False
+    return check

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import pytest
 
-from oaio_testing import PASSWORD, wait_for
+from oaio_testing import PASSWORD, file_digest, growing, wait_for
 from oaio.client import OaioClient
 from oaio.client.errors import StoreLockedError
 from oaio.client.store import LocalStore
@@ -64,27 +64,6 @@ RECORD_WRITER = textwrap.dedent('''
 ''')
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-
-def _spool_growing(server, min_bytes: int):
-    def check():
-        for path in (server.data / 'tmp').glob('blob-*'):
-            try:
-                if path.stat().st_size >= min_bytes:
-                    return True
-            except FileNotFoundError:
-                pass
-        return False
-    return check
-
-
 def test_client_killed_mid_upload_resumes_with_a_consistent_store(server, api, tmp_path):
     session = api('alice')
     root = tmp_path / 'crashy-root'
@@ -101,7 +80,7 @@ def test_client_killed_mid_upload_resumes_with_a_consistent_store(server, api, t
         with pytest.raises(StoreLockedError):           # the running client holds client_root
             OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, device_id='other',
                        client_root=str(root), auto_sync=False)
-        wait_for(_spool_growing(server, 32 * CHUNK), 120, 'the upload to stream into the server', interval=0.005)
+        wait_for(growing(server.data / 'tmp', 'blob-*', 32 * CHUNK), 120, 'the upload to stream into the server', interval=0.005)
         assert process.poll() is None, 'the client finished before it could be killed'
         process.kill()
         assert process.wait(30) == -signal.SIGKILL

@@ -13,7 +13,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from oaio_testing import PASSWORD
+from oaio_testing import PASSWORD, file_digest
 
 CHUNK = 1024 * 1024
 SIZE = 1024 ** 3 + 12345                    # ≥ 1 GiB, and not a multiple of any chunk size
@@ -46,14 +46,6 @@ def write_file(path: Path, size: int) -> str:
             chunk = (index.to_bytes(8, 'big') + block[8:])[:min(CHUNK, size - index)]
             digest.update(chunk)
             file.write(chunk)
-    return digest.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
     return digest.hexdigest()
 
 

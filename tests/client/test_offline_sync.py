@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from oaio_testing import PASSWORD, wait_for
+from oaio_testing import PASSWORD, file_digest, growing, wait_for
 from oaio.client import OaioClient
 
 CHUNK = 1024 * 1024
@@ -40,14 +40,6 @@ def devices(server, tmp_path):
 
 def sync(client: OaioClient) -> None:
     assert client.synchronize_with_server_if_online(), client.error_message
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def device_state(client: OaioClient) -> dict:
@@ -84,7 +76,6 @@ def write_file(path: Path, size: int, seed: bytes) -> str:
             digest.update(chunk)
             file.write(chunk)
     return digest.hexdigest()
-
 
 
 # offline edits on both devices ---------------------------------------------------------------
@@ -256,15 +247,6 @@ def _stop_when(server, condition, sig: int) -> threading.Thread:
     return thread
 
 
-def _growing(folder: Path, pattern: str, min_bytes: int):
-    def check():
-        try:
-            return any(path.stat().st_size >= min_bytes for path in folder.glob(pattern))
-        except FileNotFoundError:         # a temp file vanished between glob and stat
-            return False
-    return check
-
-
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL], ids=['SIGTERM', 'SIGKILL'])
 def test_server_stopped_during_upload_then_next_sync_completes(server, devices, tmp_path, sig):
     laptop, phone = devices
@@ -272,7 +254,7 @@ def test_server_stopped_during_upload_then_next_sync_completes(server, devices, 
     folder = tmp_path / 'big'
     digest = write_file(folder / 'big.bin', size, b'upload')
     oaio_id = laptop.register_file('big.bin', root_path=str(folder)).oaio_id
-    stopper = _stop_when(server, _growing(server.data / 'tmp', 'blob-*', 16 * CHUNK), sig)
+    stopper = _stop_when(server, growing(server.data / 'tmp', 'blob-*', 16 * CHUNK), sig)
     ok = laptop.synchronize_with_server_if_online()
     stopper.join(60)
     assert not stopper.errors, stopper.errors
@@ -309,7 +291,7 @@ def test_server_killed_during_download_then_next_sync_completes(server, devices,
     small_id = laptop.register_object({'_name': 'small', 'n': 1}).oaio_id
     sync(laptop)
 
-    stopper = _stop_when(server, _growing(Path(phone.client_root) / 'tmp', 'dl-*', 16 * CHUNK), signal.SIGKILL)
+    stopper = _stop_when(server, growing(Path(phone.client_root) / 'tmp', 'dl-*', 16 * CHUNK), signal.SIGKILL)
     ok = phone.synchronize_with_server_if_online()
     stopper.join(60)
     assert not stopper.errors, stopper.errors

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -20,17 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from oaio_testing import wait_for
+from oaio_testing import file_digest, growing, wait_for
 
 MB = 1024 * 1024
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as file:
-        while chunk := file.read(MB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def pattern(size: int, seed: bytes) -> bytes:
@@ -97,23 +88,12 @@ def test_server_disk_full_uploads_retry_and_complete(server_on_tmpfs, server, mo
     obj = m.remote.wait_files('small', {'a.txt': b'before the disk filled\n', 'big.bin': content})
     wait_for(lambda: (lambda state: not state['last_error'] and state['pending'] == 0)(m.status()), 60,
              what='status clean')
-    wait_for(lambda: (other / 'small/big.bin').exists() and sha256_of(other / 'small/big.bin')
+    wait_for(lambda: (other / 'small/big.bin').exists() and file_digest(other / 'small/big.bin')
              == hashlib.sha256(content).hexdigest(), 60, what='the other mount has big.bin')
     assert obj
 
 
 # the server killed ---------------------------------------------------------------------------
-
-def growing(directory: Path, glob: str, min_bytes: int):
-    def check():
-        for path in directory.glob(glob):
-            try:
-                if path.stat().st_size >= min_bytes:
-                    return True
-            except FileNotFoundError:
-                pass
-        return False
-    return check
 
 
 OFFLINE_LOG = r'(?i)unreachable|not reachable|sync incomplete|failed|connection|refused|download|upload'
@@ -150,7 +130,7 @@ def test_server_killed_during_upload_and_during_download(server, mount):
     if killed:
         time.sleep(1)
         server.start()
-    wait_for(lambda: (b / 'media/big.bin').exists() and sha256_of(b / 'media/big.bin') == digest, 60,
+    wait_for(lambda: (b / 'media/big.bin').exists() and file_digest(b / 'media/big.bin') == digest, 60,
              what='the other mount has the whole big.bin')
     assert (b / 'media/note.txt').read_bytes() == b'small, synced first\n'
     assert sorted(os.listdir(a / 'media')) == sorted(os.listdir(b / 'media'))
@@ -264,7 +244,7 @@ def test_mount_killed_during_a_large_write_and_during_sync(server, mount):
     a.start()
     wait_for(lambda: os.path.ismount(a.path) and os.getxattr(a.path, 'user.oaio.pid'), 30, what='remounted')
     assert os.listdir(a.path) == ['work']
-    assert sha256_of(a / 'work/closed.bin') == closed_digest      # what was closed survived
+    assert file_digest(a / 'work/closed.bin') == closed_digest      # what was closed survived
     obj = a.remote.wait_object('work', lambda obj: 'closed.bin' in obj['client_values'].get('_file_paths', []),
                                what='closed.bin on the server')
     wait_for(lambda: a.status()['pending'] == 0, 90, what='mount A synced')
@@ -272,8 +252,8 @@ def test_mount_killed_during_a_large_write_and_during_sync(server, mount):
     # nothing half-uploaded: what the server serves is what the mount has, file by file
     for path in obj['client_values']['_file_paths']:
         served = a.remote.file(obj, path)
-        assert hashlib.sha256(served).hexdigest() == sha256_of(a / 'work' / path), path
+        assert hashlib.sha256(served).hexdigest() == file_digest(a / 'work' / path), path
     assert hashlib.sha256(a.remote.file(obj, 'closed.bin')).hexdigest() == closed_digest
     for path in obj['client_values']['_file_paths']:
-        wait_for(lambda: (b / 'work' / path).exists() and sha256_of(b / 'work' / path) == sha256_of(a / 'work' / path),
+        wait_for(lambda: (b / 'work' / path).exists() and file_digest(b / 'work' / path) == file_digest(a / 'work' / path),
                  60, what=f'{path} converged on B')

@@ -1,7 +1,6 @@
 """docs/openapi.yaml stays true: valid OpenAPI 3, every URL pattern of oaio.server.urls (and the change
 feed in front of Django) is one of its paths and vice versa, and live answers of real requests
 validate against its response schemas (status codes, JSON bodies, headers)."""
-import json
 import os
 import re
 import subprocess
