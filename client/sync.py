@@ -76,6 +76,9 @@ class SyncEngine:
     def __init__(self, store: LocalStore, api: ServerApi, device_id: str):
         self.store, self.api, self.device_id = store, api, device_id
         self.records: dict[str, ObjectRecord] = store.load_records()
+        # ids whose record had a local version to upload when last saved: push() looks at these
+        # instead of every record, so a round costs what changed, not the number of objects
+        self.pending_ids = {oaio_id for oaio_id, record in self.records.items() if record.obj.pending}
         self.state = store.load_state()
         self.errors: list[str] = []
         self.notices: list[str] = []            # conflict copies made, uploads on hold (not errors)
@@ -333,14 +336,14 @@ class SyncEngine:
 
     def push(self) -> None:
         """Upload every pending local version, oldest first; merge and retry on a conflict."""
-        waiting = [record for record in self.records.values() if record.obj.pending]   # one pass over all
+        waiting = self._pending_records()
         for record in waiting:
             if record.blocked:
                 self._conflict(f'object {record.obj.oaio_id!r}: uploads on hold: {record.blocked}')
         for round_ in range(PUSH_ROUNDS):
             if round_:                      # after a pull: look again
-                waiting = [record for record in self.records.values() if record.obj.pending]
-            pending = sorted((r for r in waiting if not r.blocked), key=lambda record: record.obj.client_stamp)
+                waiting = self._pending_records()
+            pending = sorted((r for r in waiting if not r.blocked), key=lambda r: (r.obj.client_stamp, r.obj.oaio_id))
             conflicts = 0
             for record in pending:
                 conflicts += self._push_one(record)
@@ -348,6 +351,13 @@ class SyncEngine:
                 return
             self.pull()
         self._error('objects kept changing on the server while uploading; will retry at the next sync')
+
+    def _pending_records(self) -> list[ObjectRecord]:
+        """The records with a local version to upload (ids of dropped or synced records are forgotten)."""
+        records = [self.records.get(oaio_id) for oaio_id in self.pending_ids]
+        waiting = [record for record in records if record is not None and record.obj.pending]
+        self.pending_ids = {record.obj.oaio_id for record in waiting}
+        return waiting
 
     def _push_one(self, record: ObjectRecord) -> int:
         """Upload one record; returns 1 on a conflict (after which the caller pulls and retries)."""
@@ -408,6 +418,8 @@ class SyncEngine:
     def save_record(self, record: ObjectRecord) -> None:
         """Keep ``record`` in memory and durably in the store."""
         self.records[record.obj.oaio_id] = record
+        if record.obj.pending:
+            self.pending_ids.add(record.obj.oaio_id)
         self.store.save_record(record)
 
     def _conflict(self, message: str) -> None:
