@@ -21,12 +21,13 @@ from pathlib import Path
 
 from bench_lib import (PASSWORD, OaioMount, PeerMount, Processes, Server, Session, Stats, Systems, cpu_seconds,
                        drop_caches, fetch_passthroughfs, log, quiesce, rclone_argv, reset_peak_rss, speedup,
-                       status_kib, wire_bytes)
+                       status_kib, wait_disk_quiet, wire_bytes)
 
 MiB = 1024 * 1024
 PEERS = ('native', 'passthroughfs', 'rclone off', 'rclone full')
 COLUMNS = ('oaio',) + PEERS + ('original protocol',)
 RCLONE_WRITE_BACK = 5          # s, rclone's default --vfs-write-back
+PASSTHROUGHFS_FSYNC = Path(__file__).resolve().parent / 'passthroughfs_fsync.py'
 
 
 @dataclass
@@ -126,8 +127,10 @@ class Bench:
             self.systems.missing['passthroughfs'] = why
             log(f'passthroughfs not measured: {why}')
         else:
-            self.results.facts['passthroughfs'] = f'examples/passthroughfs.py of the {why}'
-            peers['passthroughfs'] = lambda source, mnt: [sys.executable, str(script), str(source), str(mnt)]
+            self.results.facts['passthroughfs'] = (f'examples/passthroughfs.py of the {why}, run by '
+                                                   f'contrib/bench/{PASSTHROUGHFS_FSYNC.name} (adds an fsync handler)')
+            peers['passthroughfs'] = lambda source, mnt: [sys.executable, str(PASSTHROUGHFS_FSYNC), str(script),
+                                                          str(source), str(mnt)]
         if shutil.which('rclone'):
             version = subprocess.run(['rclone', 'version'], capture_output=True, text=True).stdout.splitlines()
             self.results.facts['rclone'] = version[0] if version else 'rclone'
@@ -267,6 +270,11 @@ class Bench:
         names = [f'file-{index:05d}.txt' for index in range(n)]
         kinds = ('create all', 'ls -l cold', 'ls -l warm', 'stat all')
         runs: dict[str, dict[str, list]] = {kind: {} for kind in kinds}
+        # the folders are deleted at the end, not after each run: ext4 without a journal (as here)
+        # skips inodes freed in the last 30 s when it allocates one, scanning them on every create
+        # (perf: 60 % of a create after a 2,000-file rmtree), so a deletion would slow the next
+        # contestant's creates
+        made: list[Path] = []
         for rep in range(cfg.reps_meta):
             for name in self.systems_in_order():
                 if name == 'oaio':
@@ -275,22 +283,28 @@ class Bench:
                     folder = self.systems.roots[name] / f'meta-{name.replace(" ", "-")}-{rep}'
                 folder.mkdir()
                 self.settle(name)
+                wait_disk_quiet(self.base)
                 started = time.perf_counter()
                 for file_name in names:
                     os.close(os.open(f'{folder}/{file_name}', os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
                 runs['create all'].setdefault(name, []).append((time.perf_counter() - started) * 1000)
                 self.settle(name, wrote=True)
                 self.results.cold = drop_caches() and self.results.cold
+                wait_disk_quiet(self.base)
                 listed = n + 1 if name == 'oaio' else n             # an object directory holds values.json too
                 runs['ls -l cold'].setdefault(name, []).append(timed_ls(folder, listed))
                 runs['ls -l warm'].setdefault(name, []).append(timed_ls(folder, listed))
                 drop_caches()
+                wait_disk_quiet(self.base)
                 started = time.perf_counter()
                 for file_name in names:
                     os.stat(f'{folder}/{file_name}')
                 runs['stat all'].setdefault(name, []).append((time.perf_counter() - started) * 1000)
-                shutil.rmtree(folder)
-                self.settle(name, wrote=True)
+                made.append(folder)
+        for folder in made:
+            shutil.rmtree(folder)
+        for name in self.systems_in_order():
+            self.settle(name, wrote=True)
         for kind in kinds:
             stats = self.stats_of(runs[kind], 'ms', False)
             ours = stats['oaio']

@@ -172,6 +172,33 @@ def quiesce(pids: list[int], busy: float = 0.05, window: float = 0.5, timeout: f
     return False
 
 
+def disk_busy_ms(path: Path) -> int:
+    """Milliseconds the block device holding ``path`` has spent doing I/O (io_ticks of its stat)."""
+    device = os.stat(path).st_dev
+    try:
+        with open(f'/sys/dev/block/{os.major(device)}:{os.minor(device)}/stat') as stat:
+            return int(stat.read().split()[9])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def wait_disk_quiet(path: Path, busy: float = 0.05, window: float = 0.5, timeout: float = 20.0) -> bool:
+    """``sync``, then wait until the disk holding ``path`` is busy less than ``busy`` of the time
+    for two windows in a row: writeback and discards left by earlier benchmarks (gigabytes written
+    and deleted) would otherwise be measured as the cost of the next metadata operations."""
+    os.sync()
+    deadline = time.monotonic() + timeout
+    calm = 0
+    while time.monotonic() < deadline:
+        before = disk_busy_ms(path)
+        time.sleep(window)
+        calm = calm + 1 if disk_busy_ms(path) - before < busy * window * 1000 else 0
+        if calm >= 2:
+            return True
+    log(f'warning: the disk of {path} did not become quiet within {timeout:.0f} s')
+    return False
+
+
 # processes -----------------------------------------------------------------------------------
 
 @dataclass

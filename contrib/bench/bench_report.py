@@ -75,7 +75,9 @@ def markdown(results: Results, quick: bool, plot: str | None, command: str) -> s
         met = {True: 'yes', False: '**no**', None: '–'}[row.met]
         lines.append(f'| {row.number} | {row.name} | ' + ' | '.join(cells) + f' | {row.ratio} | {row.target} | {met} |')
     lines += ['', 'Columns: *oaio* is the mount (1–4), the client library (5, 6) or the server (7); *native* the '
-              'same files on the local disk; *passthroughfs* pyfuse3\'s example over the native directory; '
+              'same files on the local disk; *passthroughfs* pyfuse3\'s example over the native directory, '
+              'with an `fsync` handler added (`contrib/bench/passthroughfs_fsync.py`: the example has none, '
+              'so its fsync would flush nothing); '
               '*rclone off/full* `rclone mount` of the native directory with `--vfs-cache-mode off`/`full`; '
               '*original protocol* the full listing the original client fetches every round. Ratios > 1 mean '
               'oaio is better (faster, fewer bytes).', '']
