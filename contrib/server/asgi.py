@@ -1,4 +1,5 @@
-"""ASGI entry point: the change feed's long poll in front of Django (see longpoll.py)."""
+"""ASGI entry point: the change feed's long poll and file downloads in front of Django (see
+longpoll.py and downloads.py)."""
 import asyncio
 import errno
 import logging
@@ -10,14 +11,16 @@ from django.core.asgi import get_asgi_application  # noqa: E402  (needs the sett
 
 django_application = get_asgi_application()
 
-from .longpoll import PATH as CHANGES_PATH, changes_app  # noqa: E402  (needs Django set up)
+from .downloads import download_app, file_address  # noqa: E402  (needs Django set up)
+from .longpoll import PATH as CHANGES_PATH, changes_app  # noqa: E402
 
 
 log = logging.getLogger('oaio.server')
 
 
 async def application(scope, receive, send):
-    """Route ``api/changes/`` to the long-poll app and everything else to Django."""
+    """Route ``api/changes/`` to the long-poll app, GETs of ``api/files/…`` to the download app,
+    and everything else to Django."""
     started = False
 
     async def tracked_send(message):
@@ -29,6 +32,8 @@ async def application(scope, receive, send):
     try:
         if scope['type'] == 'http' and scope['path'] == CHANGES_PATH:
             await changes_app(scope, receive, tracked_send)
+        elif (address := file_address(scope)) is not None:
+            await download_app(scope, receive, tracked_send, address)
         else:
             await django_application(scope, receive, tracked_send)
     except OSError as exc:

@@ -94,11 +94,16 @@ class ApiErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exc):
-        answer = response_for(exc)
-        if answer is None:
-            log.exception('unexpected error in %s %s', request.method, request.path)
-            return error_response(500, 'server_error', 'unexpected server error; see the server log')
-        return answer
+        return answer_for(exc, request.method, request.path)
+
+
+def answer_for(exc: Exception, method: str, path: str) -> JsonResponse:
+    """The JSON answer of an exception raised while serving ``method path``; a 500 is logged."""
+    answer = response_for(exc)
+    if answer is None:
+        log.error('unexpected error in %s %s', method, path, exc_info=exc)
+        return error_response(500, 'server_error', 'unexpected server error; see the server log')
+    return answer
 
 
 def csrf_failure(request, reason=''):

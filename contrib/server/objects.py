@@ -3,12 +3,14 @@
 Each public function runs in one transaction, checks the caller's access right first, and records
 the change for every affected subscriber (the change feed) and in the action log.
 """
+import functools
 import hashlib
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
+from django.db.models import OuterRef, Subquery
 
 from oaio.client import protocol as p
 
@@ -51,6 +53,29 @@ def subscription_of(user, oaio_id: str) -> Subscription:
     if sub is None:
         raise NotFound(f'no object {oaio_id!r} is shared with you')
     return sub
+
+
+def file_entry(user, oaio_id: str, stamp: str, path: str) -> dict:
+    """``{"sha256", "size"}`` of file ``path`` of version ``stamp`` of ``oaio_id``, for any subscriber
+    (one query); NotFound for non-subscribers, as subscription_of, and for paths not in the version."""
+    version = Version.objects.filter(oai_object=OuterRef('oai_object'), stamp=stamp).values('pk')[:1]
+    found = list(Subscription.objects.filter(user=user, oai_object__oaio_id=oaio_id)
+                 .values_list(Subquery(version), flat=True)[:1])
+    if not found:
+        raise NotFound(f'no object {oaio_id!r} is shared with you')
+    entry = version_files(found[0]).get(path) if found[0] else None
+    if entry is None:
+        raise NotFound(f'version {stamp} of {oaio_id!r} has no file {path!r}')
+    return entry
+
+
+@functools.lru_cache(maxsize=8)
+def version_files(version_id: int) -> dict:
+    """The file manifest of a version, parsed once: versions never change, and their ids are never
+    reused (AUTOINCREMENT, sequences). A fresh device asks for every file of a version, one request
+    each; decoding the whole manifest per request made that quadratic. At most 8 manifests, each at
+    most a request body (4 MiB of JSON), are kept."""
+    return Version.objects.values_list('files', flat=True).get(pk=version_id)
 
 
 def _require_right(sub: Subscription, allowed: tuple, action: str) -> None:

@@ -35,7 +35,8 @@ def _json_body(request) -> dict:
     return body
 
 
-def _context(request) -> objects.Context:
+def context_of(request) -> objects.Context:
+    """The caller's context; ProtocolError (400) for a malformed X-OAIO header."""
     p.decode_context(request.headers.get(p.HEADER_USER), p.HEADER_USER)     # the session names the user
     return objects.Context(
         user=request.user,
@@ -59,7 +60,7 @@ def endpoint(methods: tuple[str, ...], anonymous: bool = False):
                 raise MethodNotAllowed(f'{request.path} answers {", ".join(methods)}')
             if not anonymous and not request.user.is_authenticated:
                 raise NotAuthenticated('log in first (POST login/)')
-            result = view(request, _context(request), *args, **kwargs)
+            result = view(request, context_of(request), *args, **kwargs)
             return result if isinstance(result, HttpResponseBase) else JsonResponse(result, safe=False)
         return wrapper
     return decorate
@@ -184,16 +185,18 @@ def blobs_missing(request, ctx):
     return {'missing': blobs.missing([p.check_sha256(digest) for digest in hashes])}
 
 
-def _file_address(oaio_id: str, stamp: str, path: str) -> tuple[str, str, str]:
+def file_address(oaio_id: str, stamp: str, path: str) -> tuple[str, str, str]:
+    """The checked parts of a ``files/<oaio_id>/<stamp>/<path>`` URL."""
     return p.check_oaio_id(oaio_id), p.check_stamp(stamp), p.check_relative_path(path.rstrip('/'))
 
 
 @endpoint(('GET', 'PUT', 'DELETE'))
 def files(request, ctx, oaio_id, stamp, path):
-    """The storage host: ``files/<oaio_id>/<stamp>/<path>``."""
+    """The storage host: ``files/<oaio_id>/<stamp>/<path>``. The server answers GET in front of
+    Django (downloads.py), with the same checks; this view's GET serves Django without it."""
     if request.method == 'DELETE':
         return _delete_staged(request.user, oaio_id, stamp, path)
-    oaio_id, stamp, path = _file_address(oaio_id, stamp, path)
+    oaio_id, stamp, path = file_address(oaio_id, stamp, path)
     if request.method == 'PUT':
         return _put_file(request, oaio_id, stamp, path)
     return _get_file(request.user, oaio_id, stamp, path)
@@ -212,11 +215,7 @@ def _put_file(request, oaio_id: str, stamp: str, path: str) -> JsonResponse:
 
 
 def _get_file(user, oaio_id: str, stamp: str, path: str) -> StreamingHttpResponse:
-    sub = objects.subscription_of(user, oaio_id)
-    version = Version.objects.filter(oai_object=sub.oai_object, stamp=stamp).first()
-    entry = version.files.get(path) if version else None
-    if entry is None:
-        raise NotFound(f'version {stamp} of {oaio_id!r} has no file {path!r}')
+    entry = objects.file_entry(user, oaio_id, stamp, path)
     response = StreamingHttpResponse(blobs.iter_content(entry['sha256']), content_type='application/octet-stream')
     response['Content-Length'] = str(entry['size'])
     response[p.HEADER_SHA256] = entry['sha256']

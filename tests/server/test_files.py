@@ -97,6 +97,44 @@ def test_put_register_get(api):
     assert get_file(alice, 'doc', new_stamp(), 'a.txt').status_code == 404
 
 
+MIDDLEWARE_HEADERS = ('X-Content-Type-Options', 'X-Frame-Options', 'Referrer-Policy', 'Cross-Origin-Opener-Policy',
+                      'Vary')
+
+
+def test_download_answers_as_django_would(api):
+    """GET files/ is served in front of Django (downloads.py) with Django's checks and headers."""
+    alice = api('alice')
+    stamp = new_stamp()
+    put_ok(alice, 'doc', stamp, 'a.txt', b'alpha')
+    assert register(alice, 'doc', stamp, ['a.txt']).status_code == 200
+    from_django = alice.get('oaio_stampz/')
+    expected = {name: from_django.headers[name] for name in MIDDLEWARE_HEADERS}
+    for answer in (get_file(alice, 'doc', stamp, 'a.txt'), get_file(alice, 'doc', stamp, 'nope.txt'),
+                   requests.get(alice.server.url + f'files/doc/{stamp}/a.txt', timeout=30)):
+        assert {name: answer.headers.get(name) for name in MIDDLEWARE_HEADERS} == expected, answer.headers
+    # a malformed X-OAIO header is refused as by every endpoint
+    bad_device = {'X-OAIO-dvc': "b'\\xff'"}
+    answer = alice.get(f'files/doc/{stamp}/a.txt', headers=bad_device)
+    assert answer.status_code == 400 and answer.json()['error'] == 'invalid', answer.text
+    assert alice.get('oaio_stampz/', headers=bad_device).json() == answer.json()
+    # other methods than GET still reach Django
+    assert alice.session.head(alice.server.url + f'files/doc/{stamp}/a.txt', timeout=30).status_code == 405
+
+
+def test_download_cut_off_by_the_client(api):
+    """A client that goes away mid-download leaves the server well (and nothing in its log)."""
+    alice = api('alice')
+    stamp = new_stamp()
+    content = os.urandom(8 * 1024 * 1024)
+    put_ok(alice, 'big', stamp, 'big.bin', content)
+    assert register(alice, 'big', stamp, ['big.bin']).status_code == 200
+    for _ in range(3):
+        with alice.session.get(alice.server.url + f'files/big/{stamp}/big.bin', stream=True, timeout=30) as got:
+            assert got.status_code == 200
+            assert len(got.raw.read(1000)) == 1000
+    assert get_file(alice, 'big', stamp, 'big.bin').content == content
+
+
 def test_new_version_keeps_old_files_readable(api):
     alice = api('alice')
     first, second = new_stamp(), new_stamp()
