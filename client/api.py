@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import IO, Iterator
 from urllib.parse import quote
@@ -45,7 +46,8 @@ def _error_for(response: requests.Response, what: str) -> OaioError:
 
 class ServerApi:
     """One logged-in session with an oaio server. Every request has a timeout; connection failures
-    are retried with back-off, then raised as :class:`OfflineError`."""
+    are retried with back-off, then raised as :class:`OfflineError`. Requests may be sent from
+    several threads at once (parallel downloads): one of them logs in again when the session ended."""
 
     def __init__(self, host: str, username: str, password: str, device_id: str, app_id: str):
         self.url = base_url(host)
@@ -55,6 +57,8 @@ class ServerApi:
                                      p.HEADER_DEVICE: p.encode_context(device_id),
                                      p.HEADER_APP: p.encode_context(app_id)})
         self.logged_in = False
+        self._logins = 0                    # how many logins this session made
+        self._login_lock = threading.Lock()
 
     def close(self) -> None:
         """Log out (if logged in and reachable) and close the session."""
@@ -90,16 +94,23 @@ class ServerApi:
 
     def request(self, method: str, slug: str, what: str, **kwargs) -> requests.Response:
         """Send a request (logging in first if needed, and once more if the session expired)."""
-        if not self.logged_in:
-            self.login()
+        logins = self._ensure_login()
         response = self._send(method, slug, **kwargs)
         if response.status_code in (401, 403) and _is_session_error(response):
-            self.logged_in = False
-            self.login()
+            self._ensure_login(expired=logins)
             response = self._send(method, slug, **kwargs)
         if not response.ok:
             raise _error_for(response, what)
         return response
+
+    def _ensure_login(self, expired: int | None = None) -> int:
+        """Log in unless logged in; with ``expired``, again unless another thread did since login
+        number ``expired``. Returns the number of the login in use."""
+        with self._login_lock:
+            if not self.logged_in or self._logins == expired:
+                self.logged_in = False
+                self.login()
+            return self._logins
 
     def login(self) -> None:
         """Log in with the credentials; :class:`AuthenticationError` if the server refuses them."""
@@ -107,6 +118,7 @@ class ServerApi:
         if not response.ok:
             raise _error_for(response, f'login of user {self.username!r}')
         self.logged_in = True
+        self._logins += 1
 
     def json(self, method: str, slug: str, what: str, **kwargs):
         return self.request(method, slug, what, **kwargs).json()

@@ -10,6 +10,8 @@ import hashlib
 import json
 import logging
 import os
+import threading
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1024 * 1024
 PUSH_ROUNDS = 3
+DOWNLOAD_THREADS = 4        # files of one version fetched at once: the next request is sent while
+                            # the server answers the last (memory: a chunk per thread)
 
 
 def new_stamp(after: str = '') -> str:
@@ -83,6 +87,7 @@ class SyncEngine:
         self.errors: list[str] = []
         self.notices: list[str] = []            # conflict copies made, uploads on hold (not errors)
         self.on_progress: Callable[[str, str, int, int], None] | None = None    # (up|down, path, done, total)
+        self._progress_lock = threading.Lock()  # downloads report from several threads, one call at a time
         self.rejected: set[str] = set()         # ids whose registration the server refused (409)
 
     # whole rounds ---------------------------------------------------------------------------
@@ -210,9 +215,8 @@ class SyncEngine:
 
     def _fast_forward(self, record: ObjectRecord, remote: OaiObject, manifest: dict) -> None:
         current = {path: entry['sha256'] for path, entry in self.local_manifest(record, strict=False).items()}
-        for path, entry in manifest.items():
-            if current.get(path) != entry['sha256']:
-                self._download(record, remote, path, entry)
+        self._download_all(record, remote, {path: entry for path, entry in manifest.items()
+                                            if current.get(path) != entry['sha256']})
         for path in set(record.base_files) - set(manifest):
             self._remove_file(record, path)
         self._adopt(record, remote, manifest)
@@ -238,8 +242,7 @@ class SyncEngine:
             self._move_file(record, path, copy_path)
             self._conflict(f'object {local.oaio_id!r}: {path!r} changed on two devices; this device\'s version '
                            f'is kept as {copy_path!r}')
-        for path in files.download:
-            self._download(record, remote, path, manifest[path])
+        self._download_all(record, remote, {path: manifest[path] for path in files.download})
         for path in files.remove:
             self._remove_file(record, path)
         values = merge_values(local.server_values, local.client_values, remote.client_values,
@@ -289,8 +292,35 @@ class SyncEngine:
             manifest[path] = {'sha256': sha256, 'size': stat.st_size}
         return manifest
 
-    def _download(self, record: ObjectRecord, remote: OaiObject, path: str, entry: dict) -> None:
-        """Stream one file into a temp file, verify its hash, then rename it into place."""
+    def _download_all(self, record: ObjectRecord, remote: OaiObject, entries: dict) -> None:
+        """Download files of ``remote``, several at a time. After a failure no further download
+        starts; once the running ones ended, the failure of the first path (in ``entries`` order) is
+        raised, as if they had been fetched one by one. Files that arrived stay in place."""
+        if len(entries) <= 1:
+            for path, entry in entries.items():
+                record.hashes[path] = self._download(record, remote, path, entry)
+            return
+        with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(entries)), thread_name_prefix='oaio-download') as pool:
+            fetches = {path: pool.submit(self._download, record, remote, path, entry)
+                       for path, entry in entries.items()}
+            wait(fetches.values(), return_when=FIRST_EXCEPTION)
+            for fetch in fetches.values():
+                fetch.cancel()          # those not started yet
+        for path, fetch in fetches.items():
+            if not fetch.cancelled() and fetch.exception() is None:
+                record.hashes[path] = fetch.result()
+        failed = [fetch for fetch in fetches.values() if not fetch.cancelled() and fetch.exception()]
+        if failed:
+            raise failed[0].exception()
+
+    def _report(self, direction: str, path: str, done: int, total: int) -> None:
+        if self.on_progress:
+            with self._progress_lock:
+                self.on_progress(direction, path, done, total)
+
+    def _download(self, record: ObjectRecord, remote: OaiObject, path: str, entry: dict) -> list:
+        """Stream one file into a temp file, verify its hash, then rename it into place; return its
+        ``record.hashes`` entry."""
         target = self.store.file_path(record, path)
         fd, tmp = self.store.temp_file()
         digest, size = hashlib.sha256(), 0
@@ -303,8 +333,7 @@ class SyncEngine:
                         if size > entry['size']:        # never let a server fill the disk
                             raise InvalidServerData(f'file {path!r} is larger than its size {entry["size"]}')
                         out.write(chunk)
-                        if self.on_progress:
-                            self.on_progress('down', path, size, entry['size'])
+                        self._report('down', path, size, entry['size'])
                 except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                     # a broken connection is no verdict on the object: abort the round, so the cursor
                     # stays before this change and the next sync fetches it again
@@ -320,7 +349,7 @@ class SyncEngine:
                 os.unlink(tmp)
         fsync_directory(target.parent)
         stat = target.stat()
-        record.hashes[path] = [stat.st_size, stat.st_mtime_ns, entry['sha256']]
+        return [stat.st_size, stat.st_mtime_ns, entry['sha256']]
 
     def _remove_file(self, record: ObjectRecord, path: str) -> None:
         self.store.file_path(record, path).unlink(missing_ok=True)

@@ -240,3 +240,42 @@ def test_server_error_on_a_file_does_not_skip_the_object(hostile, tmp_path):
         assert client.synchronize_with_server_if_online(), client.error_message
         assert list(client.client_objectz) == ['flaky']
         assert (root / 'filez' / 'flaky' / 'f.txt').read_text() == 'eventually\n'
+
+
+def many_files(count: int) -> dict:
+    return {f'part-{index:02d}.txt': f'part {index}\n' * (index + 1) for index in range(count)}
+
+
+def test_parallel_downloads_refuse_the_object_of_one_forged_file(hostile, tmp_path):
+    """The files of a version are fetched several at a time: one forged file among them refuses its
+    object (no record, no temp file, the file named), and the other objects are stored."""
+    root = tmp_path / 'client'
+    texts = many_files(12)
+    changes = [entry('many', {'_file_paths': sorted(texts)}, texts),
+               entry('fine', {'_file_paths': ['f.txt']}, {'f.txt': 'fine\n'})]
+    files = {**served('many', {**texts, 'part-05.txt': 'forged\n'}), **served('fine', {'f.txt': 'fine\n'})}
+    server = hostile({'changes': changes, 'files': files})
+    with open_client(server.host, root) as client:
+        assert not client.synchronize_with_server_if_online()
+        assert "'many'" in client.error_message and "'part-05.txt'" in client.error_message
+        assert list(client.client_objectz) == ['fine']
+        assert not (root / 'objz' / 'many.json').exists()
+        assert not list((root / 'tmp').iterdir())
+        assert (root / 'filez' / 'fine' / 'f.txt').read_text() == 'fine\n'
+
+
+def test_parallel_downloads_after_a_server_error_on_one_file(hostile, tmp_path):
+    """A 503 on one of many files ends the round (the cursor stays); the next sync gets them all."""
+    root = tmp_path / 'client'
+    texts = many_files(12)
+    files = served('many', texts)
+    files[f'many/{STAMP}/part-07.txt']['fail_first'] = True
+    server = hostile({'changes': [entry('many', {'_file_paths': sorted(texts)}, texts)], 'files': files})
+    with open_client(server.host, root) as client:
+        assert not client.synchronize_with_server_if_online()
+        assert '503' in client.error_message
+        assert not (root / 'objz' / 'many.json').exists()
+        assert client.synchronize_with_server_if_online(), client.error_message
+        assert list(client.client_objectz) == ['many']
+        assert {path.name: path.read_text() for path in (root / 'filez' / 'many').iterdir()} == texts
+        assert not list((root / 'tmp').iterdir())
