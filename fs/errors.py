@@ -40,6 +40,8 @@ def handler(method):
     async def wrapper(*args, **kwargs):
         try:
             return await method(*args, **kwargs)
+        except pyfuse3.FUSEError:     # an errno already (refuse): the common failure, passed on as it is
+            raise
         except Exception as exc:      # the kernel gets an errno for everything
             code = errno_of(exc)
             if code is None:

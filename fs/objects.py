@@ -150,9 +150,11 @@ class ObjectLayer:
 
     # nodes ---------------------------------------------------------------------------------
 
-    def real_path(self, node: Node) -> Path:
-        root = self.info(node.oaio_id).files_root
-        return root / node.path if node.path else root
+    def real_path(self, node: Node) -> str:
+        """The file or folder in the cache that ``node`` shows (a str: lookups and listings build one
+        per entry, and joining ``Path``s costs more than the ``lstat`` itself)."""
+        root = str(self.info(node.oaio_id).files_root)
+        return f'{root}/{node.path}' if node.path else root
 
     def parent(self, node: Node) -> Node:
         if node.kind in ('root', 'object'):
@@ -321,7 +323,7 @@ class ObjectLayer:
 
     async def rmdir(self, node: Node) -> None:
         if node.kind == 'object':
-            if any(self.real_path(node).iterdir()):
+            if any(Path(self.real_path(node)).iterdir()):
                 refuse(errno.ENOTEMPTY)
             self._note('removed', node.oaio_id)
             return
@@ -357,7 +359,7 @@ class ObjectLayer:
 
     async def _rename_onto_values(self, old: Node, oaio_id: str) -> Node:
         """sed -i, editors' save-by-rename: the renamed file's content becomes the values."""
-        path = self.real_path(old)
+        path = Path(self.real_path(old))
         if path.stat().st_size > MAX_VALUES_BYTES:
             refuse(errno.EFBIG)
         await self.write_values(oaio_id, path.read_bytes())

@@ -71,6 +71,7 @@ class Operations(pyfuse3.Operations):
         # inode → descriptor (O_PATH) of a file whose name went away (unlink, rename over it) while
         # the kernel still knows the inode: open files, fstat and a racing open keep working
         self._detached: dict[int, int] = {}
+        self._owner = (os.getuid(), os.getgid())        # of every file shown (asked once, not per entry)
 
     # helpers ------------------------------------------------------------------------------
 
@@ -110,13 +111,14 @@ class Operations(pyfuse3.Operations):
         return Node('path', parent.oaio_id, f'{parent.path}/{name}' if parent.path else name)
 
     def _entry(self, node: Node, count_lookup: bool = True) -> pyfuse3.EntryAttributes:
-        inode = self.inodes.inode(node)
         if node.kind == 'gone':
+            inode = self.inodes.inode(node)
             st = os.fstat(self._detached[inode])
             attrs = {'mode': st.st_mode, 'size': st.st_size, 'nlink': 0, 'atime_ns': st.st_atime_ns,
                      'mtime_ns': st.st_mtime_ns, 'ctime_ns': st.st_ctime_ns}
         else:
-            attrs = self.layer.attributes(node)
+            attrs = self.layer.attributes(node)         # first: a name that does not exist gets no inode
+            inode = self.inodes.inode(node)
         entry = pyfuse3.EntryAttributes()
         entry.st_ino = inode
         entry.generation = 0
@@ -124,7 +126,7 @@ class Operations(pyfuse3.Operations):
         entry.attr_timeout = CACHE_SECONDS
         entry.st_mode = attrs['mode']
         entry.st_nlink = attrs.get('nlink', 1)
-        entry.st_uid, entry.st_gid = os.getuid(), os.getgid()
+        entry.st_uid, entry.st_gid = self._owner
         entry.st_size = attrs['size']
         entry.st_blksize = 4096
         entry.st_blocks = (attrs['size'] + 511) // 512
@@ -387,12 +389,13 @@ class Operations(pyfuse3.Operations):
 
     @handler
     async def getxattr(self, inode, name, ctx):
+        if not name.startswith(b'user.'):
+            # ACLs (system.*), security labels (security.*), trusted.*: not supported, and saying so
+            # (rather than "no such attribute") lets ls -l, cp -a and rsync -X stop asking per file.
+            # The kernel still asks security.capability before every write(): answered first, cheaply
+            refuse(errno.ENOTSUP)
         node = self._node(inode)
         name = os.fsdecode(name)
-        if not name.startswith('user.'):
-            # ACLs (system.*), security labels (security.*), trusted.*: not supported, and saying so
-            # (rather than "no such attribute") lets ls -l, cp -a and rsync -X stop asking per file
-            refuse(errno.ENOTSUP)
         if node.kind == 'root' and name in ROOT_XATTRS:
             return self.layer.mount_xattr(name.rsplit('.', 1)[-1]).encode()
         if node.kind == 'object' and name == ACCESS_XATTR:
