@@ -17,6 +17,7 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.auth import get_user
 from django.core.exceptions import BadRequest, DisallowedHost
+from django.core.files import File
 from django.core.files.storage import storages
 from django.core.handlers.asgi import ASGIRequest
 from django.db import DatabaseError, connection
@@ -73,7 +74,7 @@ def _check_host(request) -> None:
         raise BadRequest('bad request') from None
 
 
-def _open(scope, address: dict) -> tuple[dict, io.BufferedReader, bytes]:
+def _open(scope, address: dict) -> tuple[dict, File, bytes]:
     """Check the request as Django and views.files would; return the file's manifest entry, its
     blob opened, and the blob's first chunk (most files fit in one: no second thread hop)."""
     _keep_connection()
@@ -108,7 +109,7 @@ async def _send_error(send, exc: Exception, scope) -> None:
     await send({'type': 'http.response.body', 'body': answer.content})
 
 
-async def _stream(send, entry: dict, content, chunk: bytes, disconnected: asyncio.Future) -> None:
+async def _stream(send, entry: dict, content: File, chunk: bytes, disconnected: asyncio.Future) -> None:
     loop = asyncio.get_running_loop()
     await send({'type': 'http.response.start', 'status': 200, 'headers': [
         (b'content-type', b'application/octet-stream'), (b'content-length', str(entry['size']).encode()),
