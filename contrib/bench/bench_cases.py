@@ -197,6 +197,7 @@ class Bench:
         for _ in range(cfg.reps_io):
             for name in self.systems_in_order():
                 self.results.cold = drop_caches() and self.results.cold
+                wait_disk_quiet(self.base)
                 cold.setdefault(name, []).append(read_throughput(paths[name], size))
                 warm.setdefault(name, []).append(read_throughput(paths[name], size))
         self.results.facts['mount peak RSS, read'] = f'{status_kib(self.alice.pid, "VmHWM") / 1024:.0f} MiB'
@@ -235,6 +236,9 @@ class Bench:
         for _ in range(cfg.reps_io):
             for name in self.systems_in_order():
                 path = self.systems.roots[name] / f'written-{name.replace(" ", "-")}.bin'
+                # no contestant starts with the previous one's dirty pages still being written back
+                # (rclone full, just before oaio, leaves 1 GiB: its cache and its upload)
+                wait_disk_quiet(self.base)
                 try:
                     total, writes = write_throughput(path, self.chunk, size)
                 except OSError as exc:
