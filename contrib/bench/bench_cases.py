@@ -168,6 +168,14 @@ class Bench:
     def systems_in_order(self) -> list[str]:
         return [name for name in ('oaio',) + PEERS if name in self.systems.roots]
 
+    def systems_of_run(self, rep: int) -> list[str]:
+        """The contestants of repetition ``rep``, rotated by one each time: with as many repetitions
+        as contestants, each runs once in every position (first after the set-up, right after rclone
+        full's gigabyte of writes, …), so no one's median carries the cost of one position."""
+        order = self.systems_in_order()
+        shift = rep % len(order)
+        return order[shift:] + order[:shift]
+
     def stats_of(self, runs: dict, unit: str, higher: bool) -> dict:
         values = {name: Stats(runs.get(name, []), unit, higher) for name in self.systems_in_order()}
         for name, why in self.systems.missing.items():
@@ -194,8 +202,8 @@ class Bench:
         cold: dict[str, list] = {}
         warm: dict[str, list] = {}
         reset_peak_rss(self.alice.pid)
-        for _ in range(cfg.reps_io):
-            for name in self.systems_in_order():
+        for rep in range(cfg.reps_io):
+            for name in self.systems_of_run(rep):
                 self.results.cold = drop_caches() and self.results.cold
                 wait_disk_quiet(self.base)
                 cold.setdefault(name, []).append(read_throughput(paths[name], size))
@@ -233,11 +241,11 @@ class Bench:
         writes_only: dict[str, list] = {}
         failures: dict[str, str] = {}
         reset_peak_rss(self.alice.pid)
-        for _ in range(cfg.reps_io):
-            for name in self.systems_in_order():
+        for rep in range(cfg.reps_io):
+            for name in self.systems_of_run(rep):
                 path = self.systems.roots[name] / f'written-{name.replace(" ", "-")}.bin'
                 # no contestant starts with the previous one's dirty pages still being written back
-                # (rclone full, just before oaio, leaves 1 GiB: its cache and its upload)
+                # (rclone full leaves 1 GiB: its cache and its upload)
                 wait_disk_quiet(self.base)
                 try:
                     total, writes = write_throughput(path, self.chunk, size)
@@ -280,7 +288,7 @@ class Bench:
         # contestant's creates
         made: list[Path] = []
         for rep in range(cfg.reps_meta):
-            for name in self.systems_in_order():
+            for name in self.systems_of_run(rep):
                 if name == 'oaio':
                     folder = self.alice.path / f'meta-{rep}'           # a new object directory
                 else:
