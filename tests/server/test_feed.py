@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
+from oaio_testing import Api, ServerProcess
+
 _stamps = itertools.count(1)
 
 
@@ -381,6 +383,29 @@ def test_long_poll_wakes_up_on_a_share_by_another_user(api):
     assert 'error' not in result, result
     assert result['answer']['changes'] == [entry('gift', stamp, {'for': 'alice'}, 'bob', 'r')]
     assert result['elapsed'] < 10, result
+
+
+def test_long_poll_wakes_up_on_a_commit_of_another_server_process(server, api):
+    """Two server processes on one database, as behind a load balancer: an upload committed by one
+    wakes a long poll waiting in the other (on SQLite through the watcher's data_version probe)."""
+    alice = api('alice')
+    stamp = register(alice, 'elsewhere', {'n': 0})
+    cursor = changes(alice)['cursor']
+    other = ServerProcess(data=server.data, env=server.env)
+    other.start()
+    try:
+        laptop = Api(other, 'alice', device='laptop')
+        assert laptop.login().ok
+        thread, result = _wait_in_thread(alice, cursor, 30)
+        _settle(api('alice', device='probe'), cursor)
+        assert thread.is_alive(), result     # nothing changed yet: still waiting
+        new = upload(laptop, 'elsewhere', stamp, {'n': 1})
+        thread.join(timeout=40)
+        assert 'error' not in result, result
+        assert result['answer']['changes'] == [entry('elsewhere', new, {'n': 1}, 'alice', 'C', device='laptop')]
+        assert result['elapsed'] < 10, result       # woken, not timed out after 30 s
+    finally:
+        assert other.stop() == 0, other.log()
 
 
 def test_long_poll_answers_at_once_when_changes_are_pending(api):
