@@ -47,18 +47,22 @@ class _CommitProbe:
         self._connection = None
         self._version = None
         if database['ENGINE'] == 'django.db.backends.sqlite3':
-            self._connection = sqlite3.connect(database['NAME'], check_same_thread=False)
+            # timeout 0: this runs in the event loop, which must never wait for a lock
+            self._connection = sqlite3.connect(database['NAME'], timeout=0)
             self._version = self._data_version()
 
-    def _data_version(self) -> int:
-        return self._connection.execute('PRAGMA data_version').fetchone()[0]
+    def _data_version(self) -> int | None:
+        try:
+            return self._connection.execute('PRAGMA data_version').fetchone()[0]
+        except sqlite3.OperationalError:        # busy (WAL recovery): unknown, so look at the rows
+            return None
 
     def changed(self) -> bool:
         """Read before the change rows are, so a commit in between is seen now or next time."""
         if self._connection is None:
             return True
         version, self._version = self._version, self._data_version()
-        return version != self._version
+        return version is None or version != self._version
 
     def close(self) -> None:
         if self._connection is not None:
