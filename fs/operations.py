@@ -69,7 +69,7 @@ class Operations(pyfuse3.Operations):
         self._listings: dict[int, list[tuple[bytes, Node]]] = {}
         self._next_handle = 1
         # inode → descriptor (O_PATH) of a file whose name went away (unlink, rename over it) while
-        # the kernel still knows the inode: open files, fstat and a racing open keep working
+        # a handle had it open: fstat, ftruncate and a re-open through /proc keep working (_hold)
         self._detached: dict[int, int] = {}
         self._owner = (os.getuid(), os.getgid())        # of every file shown (asked once, not per entry)
 
@@ -85,13 +85,30 @@ class Operations(pyfuse3.Operations):
         return f'/proc/self/fd/{self._detached[inode]}'
 
     def _hold(self, node: Node) -> int:
-        """Before ``node``'s name goes away: a descriptor on its file if the kernel knows the inode."""
+        """Before ``node``'s name goes away: a descriptor on its file while the file is open, so that
+        fstat, ftruncate and a re-open through /proc of the unnamed file keep working. A file nobody
+        has open is let go at once, so its space is free when unlink returns, as on a local disk
+        (the RELEASE of a file just closed reaches us before the UNLINK that follows the close)."""
         if node.kind != 'path' or self.inodes.lookups(node) == 0:
             return -1
         try:
-            return os.open(self.layer.real_path(node), os.O_PATH | os.O_NOFOLLOW)
+            fd = os.open(self.layer.real_path(node), os.O_PATH | os.O_NOFOLLOW)
         except OSError:
             return -1
+        if self._is_open(os.fstat(fd)):
+            return fd
+        os.close(fd)
+        return -1
+
+    def _is_open(self, st: os.stat_result) -> bool:
+        """Whether a handle of ours is open on the file of ``st`` (matched by inode: a handle's node
+        may name the file by a path it had before a rename)."""
+        for handle in self._handles.values():
+            if handle.fd >= 0:
+                other = os.fstat(handle.fd)
+                if (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev):
+                    return True
+        return False
 
     def _detach(self, node: Node, fd: int) -> None:
         """``node``'s name is gone: its inode lives on unnamed (on ``fd``), the name gets a fresh inode."""
