@@ -69,7 +69,7 @@ class Operations(pyfuse3.Operations):
         self._listings: dict[int, list[tuple[bytes, Node]]] = {}
         self._next_handle = 1
         # inode → descriptor (O_PATH) of a file whose name went away (unlink, rename over it) while
-        # a handle had it open: fstat, ftruncate and a re-open through /proc keep working (_hold)
+        # the kernel still knew the inode: open files and racing opens keep working (see _hold)
         self._detached: dict[int, int] = {}
         self._owner = (os.getuid(), os.getgid())        # of every file shown (asked once, not per entry)
 
@@ -84,21 +84,23 @@ class Operations(pyfuse3.Operations):
     def _detached_path(self, inode: int) -> str:
         return f'/proc/self/fd/{self._detached[inode]}'
 
-    def _hold(self, node: Node) -> int:
-        """Before ``node``'s name goes away: a descriptor on its file while the file is open, so that
-        fstat, ftruncate and a re-open through /proc of the unnamed file keep working. A file nobody
-        has open is let go at once, so its space is free when unlink returns, as on a local disk
-        (the RELEASE of a file just closed reaches us before the UNLINK that follows the close)."""
+    def _hold(self, node: Node, unlinking: bool = False) -> int:
+        """Before ``node``'s name goes away: a descriptor on its file if the kernel knows the inode, so
+        that open files (fstat, ftruncate, a re-open through /proc) and an open racing with a rename
+        over the file (looked up before it, opened after it) keep working: save-by-rename is atomic
+        for readers. An unlinked file nobody has open is let go at once instead, so its space is free
+        when unlink returns, as on a local disk (the RELEASE of a file just closed reaches us before
+        the UNLINK that follows the close); an open racing with the unlink gets ENOENT."""
         if node.kind != 'path' or self.inodes.lookups(node) == 0:
             return -1
         try:
             fd = os.open(self.layer.real_path(node), os.O_PATH | os.O_NOFOLLOW)
         except OSError:
             return -1
-        if self._is_open(os.fstat(fd)):
-            return fd
-        os.close(fd)
-        return -1
+        if unlinking and not self._is_open(os.fstat(fd)):
+            os.close(fd)
+            return -1
+        return fd
 
     def _is_open(self, st: os.stat_result) -> bool:
         """Whether a handle of ours is open on the file of ``st`` (matched by inode: a handle's node
@@ -289,7 +291,7 @@ class Operations(pyfuse3.Operations):
     @handler
     async def unlink(self, parent_inode, name, ctx):
         node = self._child(self._node(parent_inode), os.fsdecode(name))
-        fd = self._hold(node)
+        fd = self._hold(node, unlinking=True)
         try:
             self.layer.unlink(node)
         except BaseException:

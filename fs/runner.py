@@ -111,12 +111,17 @@ class Mount:
             self._view_shown = (number, view)
         self.layer.set_view(self._view_shown[1], taken_up_to)
 
-    async def sync(self) -> bool:
+    async def sync(self, taken_up_to: int | None = None) -> bool:
+        """One synchronization, then (with ``taken_up_to``) a fresh view of its result. ``oaio status``
+        learns the outcome only after the view: it never shows the error of a failed upload next to
+        a view from before it, which counts nothing pending."""
         ok = await in_thread(self.client.synchronize_with_server_if_online)
-        self.layer.online = self.client.online
-        self.layer.last_error = '' if ok else self.client.error_message       # shown by oaio status
         if not ok:
             log.warning('sync incomplete: %s', self.client.error_message)
+        if taken_up_to is not None:
+            await self.refresh_view(taken_up_to)
+        self.layer.online = self.client.online
+        self.layer.last_error = '' if ok else self.client.error_message
         return ok
 
     async def flush(self) -> None:
@@ -126,8 +131,7 @@ class Mount:
         layer.changed = trio.Event()
         if batch:
             await in_thread(apply_overlay, self.client, batch)
-        await self.sync()
-        await self.refresh_view(taken_up_to)
+        await self.sync(taken_up_to)
 
     async def run_flusher(self) -> None:
         while True:

@@ -179,29 +179,34 @@ def test_handlers_over_a_real_client(drive):
     trio.run(main)
 
 
-def test_a_removed_file_is_let_go_at_once_unless_it_is_open(drive):
-    """Unlink or rename-over of a file nobody has open keeps no descriptor on it (its space is free
-    at once, as on a local disk — the disk-full test deletes a file and writes the next at once);
-    a file still open lives on unnamed: fstat and ftruncate through its inode keep working."""
+def test_an_unlinked_file_is_let_go_at_once_unless_it_is_open(drive):
+    """Unlink of a file nobody has open keeps no descriptor on it (its space is free at once, as on a
+    local disk — the disk-full test deletes a file and writes the next at once); a file still open
+    lives on unnamed: fstat and ftruncate through its inode keep working. A file renamed over is
+    held while the kernel knows it (an open that looked it up just before the rename must work)."""
     async def main():
         ops = drive.ops
         obj = await ops.mkdir(ROOT_INODE, b'space', 0o755, None)
         closed = await drive.write_file(obj.st_ino, 'closed.bin', b'x' * 4096)
         await drive.lookup(obj.st_ino, 'closed.bin')            # the kernel knows the inode
         await ops.unlink(obj.st_ino, b'closed.bin', None)
+        assert ops._detached == {}
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await ops.getattr(closed, None)
+        assert fuse_errno(raised) == errno.ENOENT
+
         replaced = await drive.write_file(obj.st_ino, 'replaced.bin', b'old')
         await drive.write_file(obj.st_ino, 'new.bin', b'new')
         await ops.rename(obj.st_ino, b'new.bin', obj.st_ino, b'replaced.bin', 0, None)
+        assert list(ops._detached) == [replaced]
+        assert await drive.read_file(replaced) == b'old'        # the racing open of a reader
+        await ops.forget([(replaced, 1)])                       # the kernel lets go: so do we
         assert ops._detached == {}
-        for inode in (closed, replaced):
-            with pytest.raises(pyfuse3.FUSEError) as raised:
-                await ops.getattr(inode, None)
-            assert fuse_errno(raised) == errno.ENOENT
 
         still_open = await drive.write_file(obj.st_ino, 'open.bin', b'still readable')
         info = await ops.open(still_open, RW, None)
         await ops.unlink(obj.st_ino, b'open.bin', None)
-        assert list(ops._detached) == [still_open]
+        assert list(ops._detached) == [still_open]       # (replaced.bin's went with its FORGET)
         assert (await ops.getattr(still_open, None)).st_size == 14
         assert await ops.read(info.fh, 0, 100) == b'still readable'
         # what the kernel's SETATTR of ftruncate carries (pyfuse3's SetattrFields cannot be built here)
