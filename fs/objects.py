@@ -192,8 +192,12 @@ class ObjectLayer:
             names = sorted(entry.name for entry in scan)
         return entries + [(name, Node('path', node.oaio_id, prefix + name)) for name in names]
 
+    def writable(self, node: Node) -> bool:
+        """Whether this device may change ``node`` (anything but the drive's root is in an object)."""
+        return node.kind == 'root' or self.info(node.oaio_id).writable
+
     def check_writable(self, node: Node) -> None:
-        if node.kind != 'root' and not self.info(node.oaio_id).writable:
+        if not self.writable(node):
             refuse(errno.EACCES, f'{self.info(node.oaio_id).name}: shared with you read-only')
 
     def xattr(self, node: Node, key: str) -> str:

@@ -46,10 +46,12 @@ def check_new_name(raw: bytes) -> str:
 
 
 class Handle:
-    """An open file: a file descriptor on the cache, or the text of a values.json being edited."""
+    """An open file: a file descriptor on the cache, or the text of a values.json being edited.
+    ``inode`` is what it was opened on: the node it stands for now (after a rename, a move to
+    another object) is asked of the inode table, ``node`` is only where it was opened."""
 
-    def __init__(self, node: Node, fd: int = -1, text: bytearray | None = None):
-        self.node, self.fd, self.text = node, fd, text
+    def __init__(self, node: Node, fd: int = -1, text: bytearray | None = None, inode: int = 0):
+        self.node, self.fd, self.text, self.inode = node, fd, text, inode
         self.modified = False
         self.refused = False            # the last values.json text written was invalid
 
@@ -177,6 +179,26 @@ class Operations(pyfuse3.Operations):
     @handler
     async def getattr(self, inode, ctx=None):
         return self._entry(self._node(inode), count_lookup=False)
+
+    @handler
+    async def access(self, inode, mode, ctx):
+        """access(2) and faccessat (``test -w``, vim's [readonly], rsync): the mode bits shown, as the
+        kernel's own check would judge them, and no write access to what the layer would refuse (a
+        read-only share), for root too."""
+        node = self._node(inode)
+        if mode & os.W_OK and node.kind in ('object', 'values', 'path') and not self.layer.writable(node):
+            return False
+        st_mode = self._entry(node, count_lookup=False).st_mode
+        if ctx.uid == 0:                    # root may read and write anything, execute what anyone may
+            return not mode & os.X_OK or stat_module.S_ISDIR(st_mode) or bool(st_mode & 0o111)
+        uid, gid = self._owner
+        if ctx.uid == uid:
+            granted = st_mode >> 6
+        elif ctx.gid == gid or gid in pyfuse3.get_sup_groups(ctx.pid):
+            granted = st_mode >> 3
+        else:
+            granted = st_mode
+        return mode & 0o7 & ~granted == 0
 
     @handler
     async def setattr(self, inode, attr, fields, fh, ctx):
@@ -324,7 +346,7 @@ class Operations(pyfuse3.Operations):
             handle.modified = bool(flags & os.O_TRUNC)
             info.direct_io = True
         elif node.kind == 'path':
-            handle = Handle(node, fd=self.layer.open_file(node, flags & ~os.O_CREAT))
+            handle = Handle(node, fd=self.layer.open_file(node, flags & ~os.O_CREAT), inode=inode)
             info.keep_cache = not writing
         elif node.kind == 'gone':           # unlinked or renamed over while the kernel still had it
             handle = Handle(node, fd=os.open(self._detached_path(inode), flags & ~os.O_CREAT))
@@ -346,8 +368,10 @@ class Operations(pyfuse3.Operations):
             info.direct_io = True
         else:
             handle = Handle(node, fd=self.layer.create_file(node, flags, mode))
+        entry = self._entry(node)
+        handle.inode = entry.st_ino
         info.fh = self._new_handle(handle)
-        return info, self._entry(node)
+        return info, entry
 
     @handler
     async def read(self, fh, offset, size):
@@ -367,7 +391,9 @@ class Operations(pyfuse3.Operations):
             handle.text[offset:offset + len(data)] = data
             return len(data)
         written = os.pwrite(handle.fd, data, offset)
-        self.layer.mark_dirty(handle.node)
+        # where the file is now: written after a rename (from a temp name, into another object), the
+        # change belongs to the new name; written after an unlink, to no object ('gone')
+        self.layer.mark_dirty(self.inodes.node(handle.inode) or handle.node)
         return written
 
     @handler

@@ -218,6 +218,79 @@ def test_an_unlinked_file_is_let_go_at_once_unless_it_is_open(drive):
     trio.run(main)
 
 
+def test_a_write_after_a_rename_counts_for_the_new_name(drive):
+    """A handle follows its file: written after a rename from a temp name (which never makes a
+    version) or after a move into another object, the change is the new name's, and the next
+    sync uploads it."""
+    async def main():
+        ops = drive.ops
+        obj = await ops.mkdir(ROOT_INODE, b'dl', 0o755, None)
+        other = await ops.mkdir(ROOT_INODE, b'other', 0o755, None)
+        info, _ = await ops.create(obj.st_ino, b'report.txt~', 0o644, os.O_WRONLY | os.O_CREAT, None)
+        await ops.write(info.fh, 0, b'one,')
+        await ops.rename(obj.st_ino, b'report.txt~', obj.st_ino, b'report.txt', 0, None)
+        drive.flush()
+        assert drive.server_file(drive.server_objects()['dl'], 'report.txt') == b'one,'
+        await ops.write(info.fh, 4, b'two,')                 # still open: now report.txt's change
+        drive.flush()
+        assert drive.server_file(drive.server_objects()['dl'], 'report.txt') == b'one,two,'
+
+        await ops.rename(obj.st_ino, b'report.txt', other.st_ino, b'moved.txt', 0, None)
+        drive.flush()
+        await ops.write(info.fh, 8, b'three')                # in the other object now
+        await ops.release(info.fh)
+        drive.flush()
+        objects = drive.server_objects()
+        assert drive.server_file(objects['other'], 'moved.txt') == b'one,two,three'
+        assert objects['dl']['client_values'].get('_file_paths', []) == []
+    trio.run(main)
+
+
+def test_access_judges_the_mode_bits_shown_as_the_kernel_would(drive):
+    """The mount has no default_permissions, so access(2) is ours: the owner's bits for the owner,
+    the group's for its group, the others' for anyone else, and root may read and write anything
+    but execute only what has an x bit. (A mount is reached only by the user who made it; the
+    other callers are asked here to check each class of bits.)"""
+    async def main():
+        ops = drive.ops
+        obj = await ops.mkdir(ROOT_INODE, b'perm', 0o755, None)
+        inode = await drive.write_file(obj.st_ino, 'f.sh', b'#!/bin/sh\n')
+        values = (await drive.lookup(obj.st_ino, 'values.json')).st_ino
+        uid, gid = 1000, 1000
+        ops._owner = (uid, gid)                 # as if a user (not root) had mounted
+        owner = types.SimpleNamespace(uid=uid, gid=gid, pid=os.getpid())
+        group = types.SimpleNamespace(uid=uid + 1, gid=gid, pid=os.getpid())
+        other = types.SimpleNamespace(uid=uid + 2, gid=gid + 2, pid=os.getpid())
+        root = types.SimpleNamespace(uid=0, gid=0, pid=os.getpid())
+        R, W, X = os.R_OK, os.W_OK, os.X_OK
+
+        def chmod(mode: int) -> None:
+            drive.layer.chmod(ops.inodes.node(inode), mode)
+
+        async def allowed(ctx, mode: int, node: int = inode) -> bool:
+            return await ops.access(node, mode, ctx)
+
+        chmod(0o640)
+        assert await allowed(owner, R | W) and not await allowed(owner, X)
+        assert await allowed(group, R) and not await allowed(group, W)
+        assert not await allowed(other, R) and await allowed(other, os.F_OK)
+        assert await allowed(root, R | W) and not await allowed(root, X)
+        chmod(0o751)
+        assert await allowed(owner, R | W | X) and await allowed(group, R | X)
+        assert await allowed(other, X) and not await allowed(other, R)
+        assert await allowed(root, X)
+        chmod(0o400)
+        assert not await allowed(owner, W) and await allowed(owner, R)
+        # directories and values.json of a writable object, the drive's root
+        assert await allowed(owner, R | W | X, obj.st_ino) and not await allowed(other, W, obj.st_ino)
+        assert await allowed(owner, R | W, values) and not await allowed(owner, X, values)
+        assert await allowed(owner, W | X, ROOT_INODE) and await allowed(root, X, ROOT_INODE)
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await ops.access(123456, R, owner)
+        assert fuse_errno(raised) == errno.ENOENT
+    trio.run(main)
+
+
 def test_known_errors_map_to_their_errno_without_an_error_log(drive, caplog):
     async def main():
         ops = drive.ops

@@ -6,6 +6,7 @@ import json
 import os
 import random
 import stat
+import subprocess
 import threading
 import urllib.parse
 from datetime import datetime, timezone
@@ -303,10 +304,18 @@ def test_statfs_utimens_and_chmod(mount):
 
     os.chmod(path, 0o600)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert os.access(path, os.R_OK | os.W_OK) and not os.access(path, os.X_OK)
     os.chmod(path, 0o755)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o755
+    assert os.access(path, os.R_OK | os.W_OK | os.X_OK)
     assert path.read_text() == 'content'
-    m.remote.wait_files('Obj', {'f.txt': b'content'})
+    script = m / 'Obj/run.sh'
+    script.write_text('#!/bin/sh\necho ran\n')
+    with pytest.raises(PermissionError):                # no x bit: the kernel refuses exec, also to root
+        subprocess.run([str(script)], check=True)
+    os.chmod(script, 0o700)
+    assert subprocess.run([str(script)], capture_output=True, text=True, check=True).stdout == 'ran\n'
+    m.remote.wait_files('Obj', {'f.txt': b'content', 'run.sh': b'#!/bin/sh\necho ran\n'})
 
     m.restart()                                 # kept locally, over a remount
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o755

@@ -226,12 +226,18 @@ def test_update_share_lets_bob_edit_and_alice_sees_it(mount):
     assert shared.returncode == 0, shared.stderr
     wait_for(lambda: read(bob / 'team/todo.txt') == b'- buy milk\n', what='the shared object on bob\'s mount')
     assert mode(bob / 'team/todo.txt') & 0o222 == 0
+    # test -w, vim's [readonly]: not writable, for root too (the write would be refused)
+    for path in ('team', 'team/todo.txt', 'team/values.json'):
+        assert os.access(bob / path, os.R_OK) and not os.access(bob / path, os.W_OK), path
+    assert os.access(bob.path, os.W_OK)                 # new objects can still be made
 
     shared = oaio('share', str(alice / 'team'), 'bob', '--right', 'U')
     assert shared.returncode == 0, shared.stderr
     wait_for(lambda: os.getxattr(bob / 'team', 'user.oaio.right') == b'U', what='right U on bob\'s mount')
     wait_for(lambda: mode(bob / 'team/todo.txt') & 0o200, timeout=6, what='the write bit on bob\'s file')
     assert mode(bob / 'team') & 0o200
+    for path in ('team', 'team/todo.txt', 'team/values.json'):
+        assert os.access(bob / path, os.R_OK | os.W_OK), path
 
     with open(bob / 'team/todo.txt', 'ab') as file:
         file.write(b'- call bob\n')
