@@ -203,6 +203,11 @@ class Operations(pyfuse3.Operations):
     @handler
     async def setattr(self, inode, attr, fields, fh, ctx):
         node = self._node(inode)
+        if ctx is not None and ctx.uid != 0 and (
+                fields.update_uid and attr.st_uid != self._owner[0]
+                or fields.update_gid and attr.st_gid != self._owner[1]
+                and attr.st_gid not in pyfuse3.get_sup_groups(ctx.pid)):
+            refuse(errno.EPERM)     # chown as the kernel would judge it; owners are not synchronized
         handle = self._handles.get(fh) if fh is not None else None
         if node.kind == 'gone':             # no name any more: change the file through its descriptor
             self._set_detached(self._detached_path(inode), attr, fields)

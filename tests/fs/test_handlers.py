@@ -288,6 +288,17 @@ def test_access_judges_the_mode_bits_shown_as_the_kernel_would(drive):
         with pytest.raises(pyfuse3.FUSEError) as raised:
             await ops.access(123456, R, owner)
         assert fuse_errno(raised) == errno.ENOENT
+        # chown: only root gives a file away (and ownership is not synchronized: root's is ignored)
+        fields = types.SimpleNamespace(update_size=False, update_mode=False, update_atime=False,
+                                       update_mtime=False, update_uid=True, update_gid=False)
+        attr = pyfuse3.EntryAttributes()
+        attr.st_uid = uid + 5
+        with pytest.raises(pyfuse3.FUSEError) as raised:
+            await ops.setattr(inode, attr, fields, None, owner)
+        assert fuse_errno(raised) == errno.EPERM
+        assert (await ops.setattr(inode, attr, fields, None, root)).st_uid == uid
+        attr.st_uid = uid
+        assert (await ops.setattr(inode, attr, fields, None, owner)).st_uid == uid
     trio.run(main)
 
 
