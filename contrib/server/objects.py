@@ -16,7 +16,7 @@ from oaio.client import protocol as p
 
 from .errors import Conflict, Forbidden, InvalidInput, NotFound
 from .models import ActionLog, Blob, Change, OaiObject, StagedFile, Subscription, Version
-from .notify import notify_commit
+from .notify import announce_change, notify_commit
 
 RIGHT_ORDER = {right: index for index, right in enumerate(p.ACCESS_RIGHTS)}
 
@@ -100,9 +100,10 @@ def _record(ctx: Context, action: str, oaio_id: str, users, detail: str = '') ->
     """Append the change for each affected user and the action log entry, and wake long polls."""
     _lock_change_feed()
     Change.objects.bulk_create([Change(user_id=getattr(user, 'pk', user), oaio_id=oaio_id) for user in users])
+    announce_change(connection)         # other server processes: NOTIFY, delivered at the commit
     ActionLog.objects.create(user=ctx.user, device_id=ctx.device_id, app_id=ctx.app_id, action=action,
                              oaio_id=oaio_id, detail=detail[:255])
-    transaction.on_commit(notify_commit)
+    transaction.on_commit(notify_commit)    # this process: at once, no round trip
 
 
 def record_admin_change(admin_user, oaio_id: str, user_ids) -> None:

@@ -11,6 +11,8 @@ Configuration comes from the environment, so that ``oaio-server serve --data DIR
 - ``OAIO_HTTPS``: ``1`` when clients reach the server over https (cookies get ``Secure``; a TLS-terminating
   proxy must set ``X-Forwarded-Proto: https`` and strip it from clients).
 - ``OAIO_LOGIN_FAILURES``, ``OAIO_LOGIN_ADDRESS_FAILURES``, ``OAIO_LOGIN_WINDOW``: login throttling (see views.login).
+- ``OAIO_FEED_FALLBACK_INTERVAL``: on PostgreSQL, seconds between the change watcher's looks for commits of
+  other server processes while it receives their notifications (see notify.py); default 5.
 """
 import json
 import os
@@ -119,6 +121,8 @@ OAIO_MAX_FILE_BYTES = int(os.environ.get('OAIO_MAX_FILE_BYTES', 64 * 1024 ** 3))
 OAIO_FEED_PAGE = 1000                               # changes per change-feed answer
 OAIO_FEED_MAX_WAIT = 60.0                           # seconds a long poll may wait
 OAIO_FEED_POLL_INTERVAL = 0.05                      # seconds between checks for commits of other processes
+# PostgreSQL: seconds between looks for commits of other processes while their NOTIFYs arrive (a safety net)
+OAIO_FEED_FALLBACK_INTERVAL = float(os.environ.get('OAIO_FEED_FALLBACK_INTERVAL', 5))
 OAIO_DEFAULT_STORAGE_HOST = 'oaio'                  # this server itself
 OAIO_STORAGE_HOSTS = json.loads(os.environ.get('OAIO_STORAGE_HOSTS', '{}'))
 

@@ -12,9 +12,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
-from oaio_testing import Api, ServerProcess
+from oaio_testing import Api, ServerProcess, logged_errors, running_server, wait_for
 
 _stamps = itertools.count(1)
 
@@ -406,6 +407,62 @@ def test_long_poll_wakes_up_on_a_commit_of_another_server_process(server, api):
         assert result['elapsed'] < 10, result       # woken, not timed out after 30 s
     finally:
         assert other.stop() == 0, other.log()
+
+
+def _terminate_change_listener(database_url: str) -> int:
+    """End the LISTEN connection of the change watchers on this database as a failing network
+    would; return how many there were."""
+    import psycopg
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return len(conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                                "application_name = 'oaio change watcher' AND datname = current_database() "
+                                "AND pid <> pg_backend_pid()").fetchall())
+
+
+@pytest.mark.skipif(not os.environ.get('OAIO_TEST_DATABASE_URL'), reason='LISTEN/NOTIFY is PostgreSQL only')
+def test_long_poll_is_woken_by_a_notification_of_another_server_process(tmp_path, monkeypatch):
+    """PostgreSQL: the watcher LISTENs for the NOTIFY that a change-recording commit sends, so a
+    commit in another server process wakes a long poll within moments, not at the watcher's
+    fallback look (every 30 s here) — also after its LISTEN connection was lost and came back."""
+    monkeypatch.setenv('OAIO_FEED_FALLBACK_INTERVAL', '30')
+    with running_server(tmp_path / 'server-data') as server:
+        server.adduser('alice')
+        alice, probe = Api(server, 'alice'), Api(server, 'alice', device='probe')
+        assert alice.login().ok and probe.login().ok
+        stamp = register(alice, 'notified', {'n': 0})
+        other = ServerProcess(data=server.data, env=server.env)
+        other.start()
+        try:
+            laptop = Api(other, 'alice', device='laptop')
+            assert laptop.login().ok
+
+            def woken_by_upload(n: int, before_upload=lambda: None) -> float:
+                nonlocal stamp
+                cursor = changes(alice)['cursor']
+                thread, result = _wait_in_thread(alice, cursor, 50)
+                _settle(probe, cursor)
+                assert thread.is_alive(), result     # nothing changed yet: still waiting
+                before_upload()
+                stamp = upload(laptop, 'notified', stamp, {'n': n})
+                uploaded = time.monotonic()
+                thread.join(timeout=80)
+                assert 'error' not in result, result
+                assert result['answer']['changes'] == [entry('notified', stamp, {'n': n}, 'alice', 'C',
+                                                             device='laptop')]
+                return result['returned'] - uploaded
+
+            assert woken_by_upload(1) < 5           # the fallback look would take up to 30 s
+
+            def reconnect() -> None:
+                assert _terminate_change_listener(server.env['DATABASE_URL']) == 1
+                wait_for(lambda: 'listening for commits of other server processes again' in server.log(),
+                         timeout=20, what='the watcher listens again')
+            assert woken_by_upload(2, before_upload=reconnect) < 5
+        finally:
+            assert other.stop() == 0, other.log()
+    assert 'change watcher lost its LISTEN connection' in server.log()
+    assert not logged_errors(server.log()), server.log()
+    assert not logged_errors(other.log()), other.log()
 
 
 def test_long_poll_answers_at_once_when_changes_are_pending(api):
