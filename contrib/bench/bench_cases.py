@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench_lib import (PASSWORD, OaioMount, PeerMount, Processes, Server, Session, Stats, Systems, cpu_seconds,
                        drop_caches, fetch_passthroughfs, log, quiesce, rclone_argv, reset_peak_rss, speedup,
-                       status_kib, wait_disk_quiet, wire_bytes)
+                       status_kib, wait_disk_quiet, warm_memory, wire_bytes)
 
 MiB = 1024 * 1024
 PEERS = ('native', 'passthroughfs', 'rclone off', 'rclone full')
@@ -206,6 +206,7 @@ class Bench:
             for name in self.systems_of_run(rep):
                 self.results.cold = drop_caches() and self.results.cold
                 wait_disk_quiet(self.base)
+                warm_memory(self.base, 2 * size)    # a FUSE read caches the data twice (see benchmark 2)
                 cold.setdefault(name, []).append(read_throughput(paths[name], size))
                 warm.setdefault(name, []).append(read_throughput(paths[name], size))
         self.results.facts['mount peak RSS, read'] = f'{status_kib(self.alice.pid, "VmHWM") / 1024:.0f} MiB'
@@ -245,8 +246,11 @@ class Bench:
             for name in self.systems_of_run(rep):
                 path = self.systems.roots[name] / f'written-{name.replace(" ", "-")}.bin'
                 # no contestant starts with the previous one's dirty pages still being written back
-                # (rclone full leaves 1 GiB: its cache and its upload)
+                # (rclone full leaves 1 GiB: its cache and its upload), and each starts with as much
+                # freshly touched memory as it will fill (a FUSE write caches the data twice: in the
+                # mount's page cache and in its backing file's)
                 wait_disk_quiet(self.base)
+                warm_memory(self.base, 2 * size)
                 try:
                     total, writes = write_throughput(path, self.chunk, size)
                 except OSError as exc:
