@@ -29,6 +29,11 @@ XATTRS = ('user.oaio.id', 'user.oaio.stamp', 'user.oaio.right', 'user.oaio.owner
 ROOT_XATTRS = ('user.oaio.status', 'user.oaio.pid')
 ACCESS_XATTR = 'user.oaio.access'         # an object's subscribers (JSON), asked from the server
 SHARE_XATTR = 'user.oaio.share'           # set to "USER:RIGHT" on an object directory to share it
+# pyfuse3 as contrib/pyfuse3/build installs it passes two more flags of libfuse's fuse_file_info on:
+# ``noflush`` (close() of an attached file is no round trip: its FLUSH would do nothing) and
+# ``cache_readdir`` (the kernel answers a folder listed before, until it changes). The plain pyfuse3
+# works too, without these savings.
+EXTENDED_PYFUSE3 = hasattr(pyfuse3.FileInfo(), 'cache_readdir')
 
 
 def check_new_name(raw: bytes) -> str:
@@ -259,6 +264,12 @@ class Operations(pyfuse3.Operations):
         listing = [(os.fsencode(name), child) for name, child in self.layer.list_directory(node)]
         number = self._new_handle(Handle(node))
         self._listings[number] = listing
+        if EXTENDED_PYFUSE3 and node.kind != 'root':
+            # the kernel keeps the listing of an object's folder (keep_cache: also from one open to
+            # the next) and drops it when it changes: through the mount, when the folder's mtime (a
+            # file folder's own, an object's stamp) differs, and when the runner invalidates it
+            # after a sync. The drive's root stays uncached: its mtime does not follow the objects.
+            return pyfuse3.FileInfo(fh=number, keep_cache=True, cache_readdir=True)
         return number
 
     @handler
@@ -353,8 +364,12 @@ class Operations(pyfuse3.Operations):
         elif node.kind == 'path':
             handle = Handle(node, fd=self.layer.open_file(node, flags & ~os.O_CREAT), inode=inode)
             info.keep_cache = not writing
+            if EXTENDED_PYFUSE3:
+                info.noflush = True                 # flush() has nothing to do for an attached file
         elif node.kind == 'gone':           # unlinked or renamed over while the kernel still had it
             handle = Handle(node, fd=os.open(self._detached_path(inode), flags & ~os.O_CREAT))
+            if EXTENDED_PYFUSE3:
+                info.noflush = True
         else:
             refuse(errno.EISDIR)
         info.fh = self._new_handle(handle)
@@ -373,6 +388,8 @@ class Operations(pyfuse3.Operations):
             info.direct_io = True
         else:
             handle = Handle(node, fd=self.layer.create_file(node, flags, mode))
+            if EXTENDED_PYFUSE3:
+                info.noflush = True
         entry = self._entry(node)
         handle.inode = entry.st_ino
         info.fh = self._new_handle(handle)

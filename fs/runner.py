@@ -2,7 +2,7 @@
 → server) and the watcher (server → client → kernel caches).
 
 Blocking client calls run in worker threads (one capacity limiter), so handlers never wait on a
-sync; kernel caches are invalidated from the watcher, never from inside a handler.
+sync; kernel caches are invalidated from these background tasks, never from inside a handler.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from oaio.client import protocol as p
 from .inodes import ROOT_INODE, Node
 from .names import is_temp_path
 from .objects import ObjectLayer, Overlay
-from .operations import Operations
+from .operations import EXTENDED_PYFUSE3, Operations
 from .view import HIDDEN_KEYS, View, take_view
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,16 @@ class Mount:
         self._views_taken += 1
         number = self._views_taken
         view = await in_thread(take_view, self.client)
+        before = self._view_shown[1].objects if self._view_shown else {}
         if self._view_shown is None or number > self._view_shown[0]:
             self._view_shown = (number, view)
         self.layer.set_view(self._view_shown[1], taken_up_to)
+        if EXTENDED_PYFUSE3 and self.operations is not None:
+            # a sync of the flusher may have pulled or merged versions too (the watcher invalidates
+            # what it pulls itself): listings the kernel keeps of their folders are dropped now
+            # rather than when it next finds the folder's mtime changed
+            await self.invalidate_folders([oaio_id for oaio_id, info in view.objects.items()
+                                           if oaio_id not in before or before[oaio_id].stamp != info.stamp])
 
     async def sync(self, taken_up_to: int | None = None) -> bool:
         """One synchronization, then (with ``taken_up_to``) a fresh view of its result. ``oaio status``
@@ -184,6 +191,20 @@ class Mount:
         for name in list(self._root_names()):
             pyfuse3.invalidate_entry_async(ROOT_INODE, os.fsencode(name), ignore_enoent=True)
         await in_thread(_invalidate_inode, ROOT_INODE)
+
+    async def invalidate_folders(self, oaio_ids: list[str]) -> None:
+        """Drop the kernel's listings (and attributes) of these objects' folders, not of their files."""
+        table = self.operations.inodes
+        for oaio_id in oaio_ids:
+            for inode, node in table.known(oaio_id):
+                if node.kind == 'object' or (node.kind == 'path' and self._is_folder(node)):
+                    await in_thread(_invalidate_inode, inode)
+
+    def _is_folder(self, node: Node) -> bool:
+        try:
+            return os.path.isdir(self.layer.real_path(node))
+        except pyfuse3.FUSEError:           # its object is gone
+            return False
 
     def _root_names(self):
         return [self.layer.info(oaio_id).name for oaio_id in self.layer.oaio_ids()]

@@ -26,7 +26,7 @@ from oaio.client import OaioClient
 from oaio.fs import runner
 from oaio.fs.inodes import ROOT_INODE
 from oaio.fs.objects import ObjectLayer
-from oaio.fs.operations import Operations
+from oaio.fs.operations import EXTENDED_PYFUSE3, Operations
 from oaio.fs.view import take_view
 from oaio_testing import PASSWORD
 
@@ -246,6 +246,40 @@ def test_a_write_after_a_rename_counts_for_the_new_name(drive):
     trio.run(main)
 
 
+@pytest.mark.skipif(not EXTENDED_PYFUSE3 and not os.environ.get('OAIO_EXPECT_EXTENDED_PYFUSE3'),
+                    reason='plain pyfuse3 (contrib/pyfuse3/build installs the one with the two flags)')
+def test_with_the_extended_pyfuse3_closes_skip_flush_and_object_folders_are_cached(drive):
+    """contrib/test installs pyfuse3 with noflush and cache_readdir (and says so in
+    OAIO_EXPECT_EXTENDED_PYFUSE3, so that a plain one fails here rather than skip). Attached files
+    are opened and created without FLUSH, values.json keeps it (close() reports invalid JSON);
+    listings of object folders and their subfolders are cached, the drive's root is not."""
+    assert EXTENDED_PYFUSE3, 'pyfuse3 without noflush/cache_readdir: run contrib/pyfuse3/build'
+
+    async def main():
+        ops = drive.ops
+        obj = await ops.mkdir(ROOT_INODE, b'cached', 0o755, None)
+        folder = await ops.mkdir(obj.st_ino, b'sub', 0o755, None)
+        info, entry = await ops.create(obj.st_ino, b'a.txt', 0o644, os.O_WRONLY | os.O_CREAT, None)
+        assert info.noflush
+        await ops.release(info.fh)
+        for flags in (os.O_RDONLY, os.O_RDWR):
+            info = await ops.open(entry.st_ino, flags, None)
+            assert info.noflush
+            await ops.release(info.fh)
+        values = await drive.lookup(obj.st_ino, 'values.json')
+        info = await ops.open(values.st_ino, os.O_RDWR, None)
+        assert not info.noflush and info.direct_io
+        await ops.release(info.fh)
+        for inode in (obj.st_ino, folder.st_ino):
+            opened = await ops.opendir(inode, None)
+            assert opened.cache_readdir and opened.keep_cache
+            await ops.releasedir(opened.fh)
+        opened = await ops.opendir(ROOT_INODE, None)
+        assert isinstance(opened, int)
+        await ops.releasedir(opened)
+    trio.run(main)
+
+
 def test_access_judges_the_mode_bits_shown_as_the_kernel_would(drive):
     """The mount has no default_permissions, so access(2) is ours: the owner's bits for the owner,
     the group's for its group, the others' for anyone else, and root may read and write anything
@@ -404,7 +438,8 @@ def test_an_exception_in_the_layer_becomes_a_logged_eio_and_the_next_call_works(
         assert ops._handles == handles
 
         # every one works again, and nothing of the failed calls happened
-        fh = await ops.opendir(obj.st_ino, None)
+        opened = await ops.opendir(obj.st_ino, None)
+        fh = getattr(opened, 'fh', opened)      # a FileInfo with the extended pyfuse3
         assert [name for name, _ in ops._listings[fh]] == [b'values.json', b'f.txt', b'new.txt']
         await ops.releasedir(fh)
         await ops.mkdir(obj.st_ino, b'folder', 0o755, None)
