@@ -130,6 +130,43 @@ def test_remote_deletes_disappear_from_the_other_listing(mount):
     a.remote.wait_gone('gone')
 
 
+def test_listings_the_kernel_keeps_follow_remote_changes_in_nested_folders(mount):
+    """With the extended pyfuse3 the kernel keeps folder listings (cache_readdir): B lists an
+    object and a nested folder again and again, A adds, renames and removes files in both; once B
+    shows A's version, its listings follow within 2 s — sooner than the 5 s after which the kernel
+    would look at the folders' mtimes itself, so only the invalidation does it. B's own changes
+    show in its next listing at once."""
+    a, b = mount('alice', 'A'), mount('alice', 'B')
+
+    def b_has_the_version_of_a():
+        synced = os.getxattr(a / 'tree', 'user.oaio.sync') == b'synced'
+        return synced and os.getxattr(b / 'tree', 'user.oaio.stamp') == os.getxattr(a / 'tree', 'user.oaio.stamp')
+
+    (a / 'tree/sub').mkdir(parents=True)
+    (a / 'tree/top.txt').write_bytes(b't')
+    (a / 'tree/sub/one.txt').write_bytes(b'1')
+    wait_for(lambda: listing(b / 'tree/sub') == ['one.txt'], what='the nested file on B')
+    for _ in range(3):                                      # kept by the kernel from here on
+        assert listing(b / 'tree') == ['sub', 'top.txt', 'values.json']
+        assert listing(b / 'tree/sub') == ['one.txt']
+
+    (a / 'tree/sub/two.txt').write_bytes(b'2')
+    os.rename(a / 'tree/top.txt', a / 'tree/renamed.txt')
+    os.unlink(a / 'tree/sub/one.txt')
+    wait_for(b_has_the_version_of_a, what="A's version on B")
+    wait_for(lambda: listing(b / 'tree/sub') == ['two.txt'], timeout=2, what='the nested folder on B')
+    wait_for(lambda: listing(b / 'tree') == ['renamed.txt', 'sub', 'values.json'], timeout=2,
+             what='the object folder on B')
+
+    (b / 'tree/sub/three.txt').write_bytes(b'3')            # through the mount: no waiting
+    assert listing(b / 'tree/sub') == ['three.txt', 'two.txt']
+    os.rename(b / 'tree/sub/three.txt', b / 'tree/three.txt')
+    assert listing(b / 'tree/sub') == ['two.txt']
+    assert listing(b / 'tree') == ['renamed.txt', 'sub', 'three.txt', 'values.json']
+    wait_for(lambda: listing(a / 'tree') == ['renamed.txt', 'sub', 'three.txt', 'values.json'],
+             what="B's move on A")
+
+
 def test_values_json_edits_propagate_both_ways(mount):
     a, b = mount('alice', 'A'), mount('alice', 'B')
     (a / 'card').mkdir()
