@@ -46,6 +46,8 @@ def test_quick_run_writes_the_table_and_the_plot(tmp_path):
     for column in ('oaio', 'native', 'passthroughfs', 'rclone off', 'rclone full', 'original protocol', 'ratio',
                    'target', 'met?'):
         assert f' {column} |' in header
+    if shutil.which('rclone'):          # contrib/test installs it; passthroughfs comes with pip
+        assert 'n/a (not run)' not in table, f'a peer was not measured:\n{result.stderr[-3000:]}'
     for fact in ('cores', 'kernel', 'date'):
         assert f'- {fact}: ' in table
     assert 'benchmarks-sync-scaling.png' in table

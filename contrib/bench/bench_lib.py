@@ -468,7 +468,9 @@ def fetch_passthroughfs(base: Path) -> tuple[Path | None, str]:
     download into ``base``); (path, '') or (None, why not)."""
     from importlib.metadata import version
     try:
-        wanted = version('pyfuse3')
+        # the release's own sdist, also under contrib/pyfuse3/build's local version (3.5.0+oaio.1),
+        # which only adds two flags passthroughfs does not use
+        wanted = version('pyfuse3').split('+')[0]
     except Exception as exc:
         return None, f'pyfuse3 not installed: {exc}'
     target = base / 'pyfuse3-sdist'
