@@ -74,6 +74,7 @@ class Operations(pyfuse3.Operations):
         self.inodes = InodeTable()
         self._handles: dict[int, Handle] = {}
         self._listings: dict[int, list[tuple[bytes, Node]]] = {}
+        self.cached_folders: set[int] = set()           # inodes whose listing the kernel may keep
         self._next_handle = 1
         # inode → descriptor (O_PATH) of a file whose name went away (unlink, rename over it) while
         # the kernel still knew the inode: open files and racing opens keep working (see _hold)
@@ -244,6 +245,8 @@ class Operations(pyfuse3.Operations):
     async def forget(self, inode_list):
         for inode, count in inode_list:
             self.inodes.forget(inode, count)
+            if self.inodes.node(inode) is None:
+                self.cached_folders.discard(inode)
             if inode in self._detached and self.inodes.node(inode) is None:
                 os.close(self._detached.pop(inode))
 
@@ -269,6 +272,7 @@ class Operations(pyfuse3.Operations):
             # the next) and drops it when it changes: through the mount, when the folder's mtime (a
             # file folder's own, an object's stamp) differs, and when the runner invalidates it
             # after a sync. The drive's root stays uncached: its mtime does not follow the objects.
+            self.cached_folders.add(inode)
             return pyfuse3.FileInfo(fh=number, keep_cache=True, cache_readdir=True)
         return number
 

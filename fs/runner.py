@@ -21,7 +21,7 @@ from oaio.client import protocol as p
 from .inodes import ROOT_INODE, Node
 from .names import is_temp_path
 from .objects import ObjectLayer, Overlay
-from .operations import EXTENDED_PYFUSE3, Operations
+from .operations import Operations
 from .view import HIDDEN_KEYS, View, take_view
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Mount:
         if self._view_shown is None or number > self._view_shown[0]:
             self._view_shown = (number, view)
         self.layer.set_view(self._view_shown[1], taken_up_to)
-        if EXTENDED_PYFUSE3 and self.operations is not None:
+        if self.operations is not None and self.operations.cached_folders:
             # a sync of the flusher may have pulled or merged versions too (the watcher invalidates
             # what it pulls itself): listings the kernel keeps of their folders are dropped now
             # rather than when it next finds the folder's mtime changed
@@ -193,18 +193,12 @@ class Mount:
         await in_thread(_invalidate_inode, ROOT_INODE)
 
     async def invalidate_folders(self, oaio_ids: list[str]) -> None:
-        """Drop the kernel's listings (and attributes) of these objects' folders, not of their files."""
+        """Drop the listings (and attributes) the kernel keeps of these objects' folders, not their files."""
+        changed = set(oaio_ids)
         table = self.operations.inodes
-        for oaio_id in oaio_ids:
-            for inode, node in table.known(oaio_id):
-                if node.kind == 'object' or (node.kind == 'path' and self._is_folder(node)):
-                    await in_thread(_invalidate_inode, inode)
-
-    def _is_folder(self, node: Node) -> bool:
-        try:
-            return os.path.isdir(self.layer.real_path(node))
-        except pyfuse3.FUSEError:           # its object is gone
-            return False
+        for inode in [inode for inode in self.operations.cached_folders
+                      if (node := table.node(inode)) is not None and node.oaio_id in changed]:
+            await in_thread(_invalidate_inode, inode)
 
     def _root_names(self):
         return [self.layer.info(oaio_id).name for oaio_id in self.layer.oaio_ids()]
