@@ -50,6 +50,13 @@ def check_new_name(raw: bytes) -> str:
     return name
 
 
+def _skip_flush(info: pyfuse3.FileInfo, handle: 'Handle') -> None:
+    """No FLUSH at close() of a file on the cache (its flush() does nothing), with the extended
+    pyfuse3; values.json keeps it: invalid JSON fails close() there."""
+    if EXTENDED_PYFUSE3 and handle.fd >= 0:
+        info.noflush = True
+
+
 class Handle:
     """An open file: a file descriptor on the cache, or the text of a values.json being edited.
     ``inode`` is what it was opened on: the node it stands for now (after a rename, a move to
@@ -368,14 +375,11 @@ class Operations(pyfuse3.Operations):
         elif node.kind == 'path':
             handle = Handle(node, fd=self.layer.open_file(node, flags & ~os.O_CREAT), inode=inode)
             info.keep_cache = not writing
-            if EXTENDED_PYFUSE3:
-                info.noflush = True                 # flush() has nothing to do for an attached file
         elif node.kind == 'gone':           # unlinked or renamed over while the kernel still had it
             handle = Handle(node, fd=os.open(self._detached_path(inode), flags & ~os.O_CREAT))
-            if EXTENDED_PYFUSE3:
-                info.noflush = True
         else:
             refuse(errno.EISDIR)
+        _skip_flush(info, handle)
         info.fh = self._new_handle(handle)
         return info
 
@@ -392,8 +396,7 @@ class Operations(pyfuse3.Operations):
             info.direct_io = True
         else:
             handle = Handle(node, fd=self.layer.create_file(node, flags, mode))
-            if EXTENDED_PYFUSE3:
-                info.noflush = True
+        _skip_flush(info, handle)
         entry = self._entry(node)
         handle.inode = entry.st_ino
         info.fh = self._new_handle(handle)
