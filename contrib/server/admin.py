@@ -1,4 +1,10 @@
-"""The Django admin at /admin/: staff manage users, objects, subscriptions and see the logs."""
+"""The Django admin at /admin/: staff manage users, objects, subscriptions and see the logs.
+
+Versions, blobs and the action log are read-only here: a version deleted on its own leaves its
+object without a head (``on_delete=SET_NULL``) or a hole in its history, a blob deleted on its own
+leaves versions naming content that is gone, and the log is the record of who did what. An object
+is deleted whole, with its versions.
+"""
 from django.contrib import admin
 from django.db import transaction
 
@@ -28,6 +34,19 @@ class FeedNotifyingAdmin(admin.ModelAdmin):
             self.delete_model(request, obj)
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Staff may look, but nobody adds, changes or deletes rows here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class SubscriptionInline(admin.TabularInline):
     model = Subscription
     extra = 0
@@ -54,12 +73,16 @@ class OaiObjectAdmin(FeedNotifyingAdmin):
             after = set(form.instance.subscriptions.values_list('user_id', 'access_right'))
             record_admin_change(request.user, form.instance.oaio_id, {uid for uid, _ in before ^ after})
 
+    def get_deleted_objects(self, objs, request):
+        """An object takes its versions with it, though no version can be deleted on its own."""
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, perms_needed - {Version._meta.verbose_name}, protected
+
 
 @admin.register(Version)
-class VersionAdmin(admin.ModelAdmin):
+class VersionAdmin(ReadOnlyAdmin):
     list_display = ['oai_object', 'stamp', 'server_stamp', 'user', 'device_id', 'app_id']
     search_fields = ['oai_object__oaio_id', 'stamp']
-    readonly_fields = ['oai_object', 'stamp', 'server_stamp', 'values', 'files', 'user', 'device_id', 'app_id']
 
 
 @admin.register(Subscription)
@@ -74,13 +97,13 @@ class SubscriptionAdmin(FeedNotifyingAdmin):
 
 
 @admin.register(Blob)
-class BlobAdmin(admin.ModelAdmin):
+class BlobAdmin(ReadOnlyAdmin):
     list_display = ['sha256', 'size', 'stored']
     search_fields = ['sha256']
 
 
 @admin.register(ActionLog)
-class ActionLogAdmin(admin.ModelAdmin):
+class ActionLogAdmin(ReadOnlyAdmin):
     list_display = ['when', 'user', 'action', 'oaio_id', 'device_id', 'app_id']
     list_filter = ['action']
     search_fields = ['oaio_id', 'user__username']
