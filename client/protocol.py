@@ -43,6 +43,7 @@ MAX_PATH_BYTES = 4096           # a whole relative path
 MAX_CONTEXT_CHARS = 128         # device and app ids from the X-OAIO-* headers
 MAX_CSH_ID_CHARS = 64
 MAX_VALUES_DEPTH = 100          # nested lists and objects in values: far below any JSON library's recursion limit
+MAX_FILE_PATHS = 100_000        # attached files of one version (the server checks each against its store)
 
 _STAMP_RE = re.compile(r'\d{20}')
 _SHA256_RE = re.compile(r'[0-9a-f]{64}')
@@ -136,6 +137,8 @@ def check_file_paths(paths: object) -> list[str]:
     """Return the ``_file_paths`` value if it is a list of distinct valid relative paths, else raise."""
     if not isinstance(paths, list):
         raise ProtocolError(f"{FILE_PATHS_KEY} must be a list of relative paths, got {type(paths).__name__}")
+    if len(paths) > MAX_FILE_PATHS:
+        raise ProtocolError(f"{FILE_PATHS_KEY} lists {len(paths)} paths, the limit is {MAX_FILE_PATHS} per object")
     for path in paths:
         check_relative_path(path)
     if len(set(paths)) != len(paths):

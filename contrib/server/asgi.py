@@ -1,5 +1,6 @@
-"""ASGI entry point: the change feed's long poll and file downloads in front of Django (see
-longpoll.py and downloads.py)."""
+"""ASGI entry point: the change feed's long poll, file downloads and uploads in front of Django
+(see longpoll.py, downloads.py, uploads.py), and every other request through the body gate
+(front.guarded) to Django."""
 import asyncio
 import errno
 import logging
@@ -12,7 +13,9 @@ from django.core.asgi import get_asgi_application  # noqa: E402  (needs the sett
 django_application = get_asgi_application()
 
 from .downloads import download_app, file_address  # noqa: E402  (needs Django set up)
+from .front import guarded  # noqa: E402
 from .longpoll import PATH as CHANGES_PATH, changes_app  # noqa: E402
+from .uploads import upload_app  # noqa: E402
 
 
 log = logging.getLogger('oaio.server')
@@ -20,7 +23,7 @@ log = logging.getLogger('oaio.server')
 
 async def application(scope, receive, send):
     """Route ``api/changes/`` to the long-poll app, GETs of ``api/files/…`` to the download app,
-    and everything else to Django."""
+    PUTs there to the upload app, and everything else through the body gate to Django."""
     started = False
 
     async def tracked_send(message):
@@ -32,8 +35,11 @@ async def application(scope, receive, send):
     try:
         if scope['type'] == 'http' and scope['path'] == CHANGES_PATH:
             await changes_app(scope, receive, tracked_send)
-        elif (address := file_address(scope)) is not None:
-            await download_app(scope, receive, tracked_send, address)
+        elif (address := file_address(scope)) is not None and scope['method'] in ('GET', 'PUT'):
+            app = download_app if scope['method'] == 'GET' else upload_app
+            await app(scope, receive, tracked_send, address)
+        elif scope['type'] == 'http':
+            await guarded(django_application, scope, receive, tracked_send)
         else:
             await django_application(scope, receive, tracked_send)
     except OSError as exc:

@@ -10,7 +10,7 @@ from django.db.models import Max
 
 from .errors import InvalidInput
 from .models import Change, OaiObject, Subscription
-from .objects import object_dict
+from .objects import has_head, object_dict
 
 MAX_CURSOR = 2 ** 63 - 1
 
@@ -39,13 +39,14 @@ def _subscriptions(user):
 def snapshot(user) -> dict:
     """Every object the user is subscribed to, and the cursor to continue from."""
     cursor = Change.objects.filter(user=user).aggregate(last=Max('seq'))['last'] or 0
-    entries = [_entry(sub) for sub in _subscriptions(user)]
+    entries = [_entry(sub) for sub in _subscriptions(user) if has_head(sub)]
     return {'cursor': str(cursor), 'snapshot': True, 'more': False, 'changes': entries}
 
 
 def changes_after(user, cursor: int) -> dict:
     """Objects changed for the user after ``cursor``: current heads, or tombstones for objects that
-    were deleted or are no longer shared with the user. At most OAIO_FEED_PAGE rows per answer."""
+    were deleted or are no longer shared with the user. At most OAIO_FEED_PAGE rows per answer.
+    An object without a head version is left out (objects.has_head), not reported gone."""
     page = settings.OAIO_FEED_PAGE
     rows = list(Change.objects.filter(user=user, seq__gt=cursor).order_by('seq').values_list('seq', 'oaio_id')[:page])
     if not rows:
@@ -55,7 +56,7 @@ def changes_after(user, cursor: int) -> dict:
     existing = set(OaiObject.objects.filter(oaio_id__in=set(ids) - set(subs)).values_list('oaio_id', flat=True))
     entries = [_entry(subs[oaio_id]) if oaio_id in subs else
                {'oaio_id': oaio_id, 'gone': 'unsubscribed' if oaio_id in existing else 'deleted'}
-               for oaio_id in ids]
+               for oaio_id in ids if oaio_id not in subs or has_head(subs[oaio_id])]
     return {'cursor': str(rows[-1][0]), 'snapshot': False, 'more': len(rows) == page, 'changes': entries}
 
 

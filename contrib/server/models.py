@@ -8,6 +8,10 @@
   Right ``x`` is never stored: unsubscribing deletes the row.
 - ``Blob``: one row per stored content, keyed by sha256. A row exists only after the content is
   durably in the blob storage under ``blob_name(sha256)``.
+- ``BlobHolder``: user ``user`` sent the content of ``blob`` (a PUT of its bytes, verified). With
+  ``ObjectBlob`` it is the proof of possession: a version may name a content by hash only if its
+  uploader sent it or can read an object holding it — knowing a hash is not enough (security.md).
+- ``ObjectBlob``: some version of ``oai_object`` names ``blob``; deleted with the object.
 - ``StagedFile``: a file put under ``files/<id>/<stamp>/<path>`` before the version naming it
   exists (the original storage-host protocol). ``register/``/``upload/`` consume it.
 - ``Change``: the change feed, fanned out per user: a row says "object ``oaio_id`` changed for
@@ -72,6 +76,23 @@ class Blob(models.Model):
 
     def __str__(self) -> str:
         return self.sha256
+
+
+class BlobHolder(models.Model):
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name='+')
+    blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name='+')
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=['user', 'blob'], name='unique_blob_holder')]
+
+
+class ObjectBlob(models.Model):
+    oai_object = models.ForeignKey(OaiObject, on_delete=models.CASCADE, related_name='+')
+    blob = models.ForeignKey(Blob, on_delete=models.CASCADE, related_name='+')
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=['oai_object', 'blob'], name='unique_object_blob')]
+        indexes = [models.Index(fields=['blob', 'oai_object'])]
 
 
 class StagedFile(models.Model):

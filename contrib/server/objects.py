@@ -5,6 +5,7 @@ the change for every affected subscriber (the change feed) and in the action log
 """
 import functools
 import hashlib
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -15,10 +16,22 @@ from django.db.models import OuterRef, Subquery
 from oaio.client import protocol as p
 
 from .errors import Conflict, Forbidden, InvalidInput, NotFound
-from .models import ActionLog, Blob, Change, OaiObject, StagedFile, Subscription, Version
+from .models import (
+    ActionLog,
+    Blob,
+    BlobHolder,
+    Change,
+    OaiObject,
+    ObjectBlob,
+    StagedFile,
+    Subscription,
+    Version,
+)
 from .notify import announce_change, notify_commit
 
+log = logging.getLogger(__name__)
 RIGHT_ORDER = {right: index for index, right in enumerate(p.ACCESS_RIGHTS)}
+BATCH = 900         # values per SQL ``IN (…)``: below SQLite's variable limit on every build
 
 
 @dataclass(frozen=True)
@@ -115,18 +128,50 @@ def _subscriber_ids(obj: OaiObject) -> list:
     return list(obj.subscriptions.values_list('user_id', flat=True))
 
 
-def _delete_object(obj: OaiObject) -> list:
-    """Delete an object with its versions, subscriptions and staged files; return its subscribers."""
+def _delete_object(obj: OaiObject, user) -> list:
+    """Delete an object with its versions and subscriptions, and ``user``'s staged files for its id
+    (other users' staged files are theirs: a deletion must not reach into them); return its subscribers."""
     subscribers = _subscriber_ids(obj)
     obj.head = None
     obj.save(update_fields=['head'])
     obj.delete()
-    StagedFile.objects.filter(oaio_id=obj.oaio_id).delete()
+    StagedFile.objects.filter(oaio_id=obj.oaio_id, user=user).delete()
     return subscribers
 
 
+def _batches(items: list):
+    for start in range(0, len(items), BATCH):
+        yield items[start:start + BATCH]
+
+
+def possessed(user, hashes) -> set[str]:
+    """The hashes of ``hashes`` whose content ``user`` may name in a version: content the user sent
+    (BlobHolder) or content of a version of an object the user is subscribed to (ObjectBlob).
+
+    Cross-user deduplication saves storage, never proof: a hash alone is public knowledge (a
+    document's checksum, a guess), so naming it must not hand anyone the content ("Dropship").
+    """
+    wanted = sorted(set(hashes))
+    found: set[str] = set()
+    for batch in _batches(wanted):
+        found.update(BlobHolder.objects.filter(user=user, blob_id__in=batch).values_list('blob_id', flat=True))
+        rest = [digest for digest in batch if digest not in found]
+        if rest:
+            found.update(ObjectBlob.objects.filter(blob_id__in=rest, oai_object__subscriptions__user=user)
+                         .values_list('blob_id', flat=True))
+    return found
+
+
+def missing_blobs(user, hashes: list[str]) -> list[str]:
+    """``blobs/missing/``: the hashes of ``hashes`` that ``user`` must upload — answered relative to
+    what the user may read, so that it tells nothing about other users' content."""
+    have = possessed(user, hashes)
+    return [digest for digest in hashes if digest not in have]
+
+
 def _manifest(oaio_id: str, stamp: str, values: dict, declared: object, user) -> dict:
-    """Build the file manifest of a new version; every file must already be stored.
+    """Build the file manifest of a new version; every file must already be stored and be the
+    caller's to name (see :func:`possessed`), else it is reported missing, as unknown content is.
 
     A path's content is the hash the client declares in ``files`` (our extension) or the file it
     put under ``files/<id>/<stamp>/<path>`` before (the original storage-host protocol).
@@ -135,15 +180,45 @@ def _manifest(oaio_id: str, stamp: str, values: dict, declared: object, user) ->
     declared = declared or {}
     if not isinstance(declared, dict) or not set(declared) <= set(paths):
         raise InvalidInput(f'"files" must map paths listed in {p.FILE_PATHS_KEY} to sha256 hashes')
-    staged = {staged.path: staged.blob_id for staged in
-              StagedFile.objects.filter(oaio_id=oaio_id, stamp=stamp, user=user, path__in=paths)}
+    staged = {}
+    undeclared = [path for path in paths if path not in declared]
+    for batch in _batches(undeclared):
+        staged.update(StagedFile.objects.filter(oaio_id=oaio_id, stamp=stamp, user=user, path__in=batch)
+                      .values_list('path', 'blob_id'))
     hashes = {path: p.check_sha256(declared[path]) if path in declared else staged.get(path) for path in paths}
-    sizes = dict(Blob.objects.filter(sha256__in=[h for h in hashes.values() if h]).values_list('sha256', 'size'))
+    named = possessed(user, [digest for path, digest in hashes.items() if digest and path in declared])
+    named.update(staged.values())
+    sizes = {}
+    for batch in _batches(sorted(named)):
+        sizes.update(Blob.objects.filter(sha256__in=batch).values_list('sha256', 'size'))
     missing = sorted(path for path, digest in hashes.items() if digest not in sizes)
     if missing:
         raise InvalidInput('files of this version are not stored yet; upload them first',
                            missing=missing[:100])
     return {path: {'sha256': digest, 'size': sizes[digest]} for path, digest in hashes.items()}
+
+
+def check_stage(user, oaio_id: str, stamp: str) -> None:
+    """May ``user`` stage files for version ``stamp`` of ``oaio_id``? An existing object needs a
+    write right, and its stored versions never change; an id not registered yet is anyone's."""
+    if OaiObject.objects.filter(oaio_id=oaio_id).exists():
+        sub = subscription_of(user, oaio_id)
+        _require_right(sub, p.WRITE_RIGHTS, 'change')
+        if Version.objects.filter(oai_object=sub.oai_object, stamp=stamp).exists():
+            raise InvalidInput(f'version {stamp} of {oaio_id!r} is stored already; versions never change')
+
+
+@transaction.atomic
+def delete_staged(user, oaio_id: str, stamp: str, prefix: str) -> int:
+    """Remove ``user``'s staged files under ``<oaio_id>/<stamp>/[prefix]``; stored versions never
+    change, so their files stay until the object is deleted. Returns how many were removed."""
+    if OaiObject.objects.filter(oaio_id=oaio_id).exists():
+        _require_right(subscription_of(user, oaio_id), p.WRITE_RIGHTS, 'change')
+    staged = StagedFile.objects.filter(oaio_id=oaio_id, stamp=stamp, user=user)
+    if prefix:
+        staged = staged.filter(path=prefix) | staged.filter(path__startswith=prefix + '/')
+    count, _ = staged.delete()
+    return count
 
 
 @transaction.atomic
@@ -160,6 +235,7 @@ def stage_file(user, oaio_id: str, stamp: str, path: str, blob: Blob) -> None:
         with connection.cursor() as cursor:
             cursor.execute('SELECT pg_advisory_xact_lock(%s)', [key])
     StagedFile.objects.update_or_create(oaio_id=oaio_id, stamp=stamp, path=path, user=user, defaults={'blob': blob})
+    BlobHolder.objects.bulk_create([BlobHolder(user=user, blob=blob)], ignore_conflicts=True)
 
 
 def _new_version(obj: OaiObject, ctx: Context, stamp: str, values: dict, files: dict) -> Version:
@@ -168,7 +244,11 @@ def _new_version(obj: OaiObject, ctx: Context, stamp: str, values: dict, files: 
                                      files=files, user=ctx.user, device_id=ctx.device_id, app_id=ctx.app_id)
     obj.head = version
     obj.save(update_fields=['head'])
-    StagedFile.objects.filter(oaio_id=obj.oaio_id, stamp=stamp).delete()
+    contents = sorted({entry['sha256'] for entry in files.values()})
+    for batch in _batches(contents):
+        ObjectBlob.objects.bulk_create([ObjectBlob(oai_object=obj, blob_id=digest) for digest in batch],
+                                       ignore_conflicts=True)
+    StagedFile.objects.filter(oaio_id=obj.oaio_id, stamp=stamp, user=ctx.user).delete()
     return version
 
 
@@ -206,6 +286,8 @@ def upload(ctx: Context, body: dict) -> dict:
     sub = subscription_of(ctx.user, oaio_id)
     _require_right(sub, p.WRITE_RIGHTS, 'update')
     obj = OaiObject.objects.select_for_update().get(pk=sub.oai_object_id)
+    if obj.head_id is None:
+        raise Conflict(f'object {oaio_id!r} has no head version on the server; delete it or ask its admin')
     head = Version.objects.select_related('user').get(pk=obj.head_id)
     head.oai_object = obj
     if body.get('server_stamp') != head.stamp:
@@ -226,7 +308,7 @@ def delete(ctx: Context, body: dict) -> None:
     oaio_id = p.check_oaio_id(body.get('oaio_id'))
     sub = subscription_of(ctx.user, oaio_id)
     _require_right(sub, p.DELETE_RIGHTS, 'delete')
-    _record(ctx, 'delete', oaio_id, _delete_object(sub.oai_object))
+    _record(ctx, 'delete', oaio_id, _delete_object(sub.oai_object, ctx.user))
 
 
 @transaction.atomic
@@ -280,10 +362,23 @@ def user_subscriptions(user, oaio_id: str) -> list[dict]:
     return [{'username': name, 'access_right': right} for name, right in ordered]
 
 
+def has_head(sub: Subscription) -> bool:
+    """Whether the object of ``sub`` has its head version; False, with a warning, if not.
+
+    The server never leaves an object without a head (models.py), but its row can vanish behind the
+    server's back (the database by hand; once, the admin): answers about many objects leave such an
+    object out instead of failing for all of them.
+    """
+    if sub.oai_object.head_id is None:
+        log.warning('object %r has no head version; it is left out of the answer', sub.oai_object.oaio_id)
+        return False
+    return True
+
+
 def listing(user) -> list[dict]:
     """The head of every object the user is subscribed to (``oaio_stampz/``)."""
     subs = Subscription.objects.filter(user=user).select_related('oai_object__head__user', 'oai_object__head__oai_object')
-    return [object_dict(sub.oai_object.head, sub.oai_object.csh_id, sub.access_right) for sub in subs]
+    return [object_dict(sub.oai_object.head, sub.oai_object.csh_id, sub.access_right) for sub in subs if has_head(sub)]
 
 
 @transaction.atomic
@@ -299,7 +394,7 @@ def wipe_user(ctx: Context, username: object) -> None:
         raise NotFound(f'no user {username!r}')
     # delete every object first, then record: the same lock order as upload/ (object rows, then
     # the change feed), so a concurrent upload cannot deadlock with a wipe on PostgreSQL
-    gone = [(obj.oaio_id, [uid for uid in _delete_object(obj) if uid != target.pk])
+    gone = [(obj.oaio_id, [uid for uid in _delete_object(obj, target) if uid != target.pk])
             for obj in OaiObject.objects.filter(owner=target)]
     for oaio_id, others in gone:
         _record(ctx, 'delete', oaio_id, others, f'wipe_user {username}')

@@ -186,10 +186,13 @@ def test_blobs_missing(api):
         assert answer.json()['error'] == 'invalid'
 
 
-def test_declared_hash_of_stored_content_needs_no_put(server, api):
+def test_declared_hash_of_content_the_caller_holds_needs_no_put(server, api):
     alice, bob = api('alice'), api('bob')
     content = b'already on the server'
-    put_ok(bob, 'bobs', new_stamp(), 'z', content)       # another user's staged copy
+    put_ok(bob, 'bobs', new_stamp(), 'z', content)       # another user's staged copy proves nothing for alice
+    refused = register(alice, 'doc', new_stamp(), ['copy.txt'], files={'copy.txt': sha(content)})
+    assert refused.status_code == 400 and refused.json()['missing'] == ['copy.txt'], refused.text
+    put_ok(alice, 'elsewhere', new_stamp(), 'y', content)   # alice's own copy, sent for another object
     stamp = new_stamp()
     answer = register(alice, 'doc', stamp, ['copy.txt'], files={'copy.txt': sha(content)})
     assert answer.status_code == 200, answer.text
