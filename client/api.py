@@ -1,16 +1,18 @@
 """The HTTP session with an oaio server: login, CSRF, timeouts, retries, errors as exceptions."""
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 import time
 from typing import IO, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
 from . import protocol as p
-from .errors import AccessDenied, AuthenticationError, ConflictError, OaioError, OfflineError, ServerError
+from .errors import (AccessDenied, AuthenticationError, ConflictError, OaioError, OfflineError, RedirectRefused,
+                     ServerError)
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +23,29 @@ CHUNK_BYTES = 1024 * 1024
 
 
 def base_url(host: str) -> str:
-    """``host[:port]`` → the API URL as the original client builds it (http only for localhost and
-    127.0.0.1); a full ``http(s)://…`` URL is taken as it is."""
+    """``host[:port]`` → the API URL: plain http only when the host is this machine — exactly
+    ``localhost``, an address in 127.0.0.0/8 or ``::1`` (``[::1]:port`` with a port) —, https for
+    every other name (``localhost.example.org`` and ``127.0.0.1.nip.io`` included). A full
+    ``http(s)://…`` URL is taken as it is."""
     if host.startswith(('http://', 'https://')):
         return host.rstrip('/') + ('' if host.rstrip('/').endswith('/api') else '/api') + '/'
-    scheme = 'http' if host.startswith(('localhost', '127.0.0.1')) else 'https'
-    return f'{scheme}://{host}/api/'
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        name, netloc = urlsplit(f'//{host}').hostname, host
+    else:                                           # a bare address: an IPv6 one needs brackets in a URL
+        name, netloc = host, f'[{host}]' if address.version == 6 else host
+    scheme = 'http' if _is_loopback(name) else 'https'
+    return f'{scheme}://{netloc}/api/'
+
+
+def _is_loopback(name: str | None) -> bool:
+    if name == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _error_for(response: requests.Response, what: str) -> OaioError:
@@ -44,10 +63,29 @@ def _error_for(response: requests.Response, what: str) -> OaioError:
     return kind(message, response.status_code, body)
 
 
+def _refuse_redirect(response: requests.Response, api_url: str) -> requests.Response:
+    """The response, unless it is a redirect (any 3xx): then :class:`RedirectRefused`."""
+    if not 300 <= response.status_code < 400:
+        return response
+    response.close()
+    location = response.headers.get('Location')
+    target = f'redirect to {urljoin(response.url, location)[:200]!r}' if location else 'without a Location'
+    slug = response.url.removeprefix(api_url)
+    raise RedirectRefused(f'the server at {api_url} answered {response.request.method} {slug[:200]!r} with '
+                          f'{response.status_code} {target}; oaio follows no redirects (if that is the '
+                          "server's real address, use it as SERVER)")
+
+
 class ServerApi:
     """One logged-in session with an oaio server. Every request has a timeout; connection failures
     are retried with back-off, then raised as :class:`OfflineError`. Requests may be sent from
-    several threads at once (parallel downloads): one of them logs in again when the session ended."""
+    several threads at once (parallel downloads): one of them logs in again when the session ended.
+
+    No redirect is followed, not even to the same host: ``requests`` would send a 307/308 on with
+    its body (the password of a login, the content of an upload), the X-OAIO headers and (cookies
+    ignore ports) the session cookie, and it follows https → http alike. A sync client talks to one
+    API at one address; a redirect means that address is wrong or the traffic is being diverted,
+    so it becomes :class:`RedirectRefused`, naming where it pointed."""
 
     def __init__(self, host: str, username: str, password: str, device_id: str, app_id: str):
         self.url = base_url(host)
@@ -65,7 +103,7 @@ class ServerApi:
         if self.logged_in:
             try:
                 self._send('post', 'logout/', retries=0)
-            except (OfflineError, ServerError):
+            except (OfflineError, ServerError, RedirectRefused):
                 pass
             self.logged_in = False
         self.session.close()
@@ -78,7 +116,9 @@ class ServerApi:
                 if method != 'get':     # the token GET can fail to connect too: inside the try
                     kwargs['headers'] = {**kwargs.get('headers', {}), 'X-CSRFToken': self._csrf_token(url),
                                          'Referer': url}
-                return self.session.request(method, url, timeout=(CONNECT_TIMEOUT, timeout), **kwargs)
+                response = self.session.request(method, url, timeout=(CONNECT_TIMEOUT, timeout),
+                                                allow_redirects=False, **kwargs)
+                return _refuse_redirect(response, self.url)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 if attempt == retries or not _rewindable(kwargs):
                     raise OfflineError(f'server {self.url} unreachable: {exc.__class__.__name__}') from None
@@ -88,7 +128,8 @@ class ServerApi:
     def _csrf_token(self, url: str) -> str:
         token = self.session.cookies.get('csrftoken')
         if not token:
-            self.session.get(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT))
+            _refuse_redirect(self.session.get(url, timeout=(CONNECT_TIMEOUT, READ_TIMEOUT), allow_redirects=False),
+                             self.url)
             token = self.session.cookies.get('csrftoken', '')
         return token
 

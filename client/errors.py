@@ -30,6 +30,13 @@ class AccessDenied(ServerError):
     """403/404 on an object: it is not (or no longer) shared with this user, or the right is too low."""
 
 
+class RedirectRefused(OaioError):
+    """The server answered with a redirect, which the client never follows (it would carry the
+    password, files and session to the address named). Not retried and not "offline": the address
+    given as the server is wrong, or the traffic is being diverted. Nor a verdict on an object (no
+    :class:`ServerError`): a download that meets it ends the sync round before the cursor moves on."""
+
+
 class ClockSkewError(OaioError):
     """The clocks of this device and the server differ by more than the protocol allows."""
 

@@ -3,12 +3,19 @@
 whatever the scenario file says — hostile ids, paths, manifests and file contents included.
 
 Usage: ``python hostile_server.py SCENARIO.json REQUEST_LOG.jsonl`` — binds a free loopback port and
-prints it on the first line of stdout. The scenario is a JSON object:
+prints it on the first line of stdout; tests build the scenario with :func:`entry` and
+:func:`served` and start the server through :class:`Hostile`. The scenario is a JSON object:
 
 - ``changes``: the entries of the change feed's snapshot (sent verbatim, any JSON);
 - ``files``: ``{"<oaio_id>/<stamp>/<path>": spec}`` where spec has ``content`` (text, sent as
   UTF-8), optionally ``repeat`` (send the content that many times, without Content-Length) and
-  ``fail_first`` (answer 503 to the first request).
+  ``fail_first`` (answer 503 to the first request);
+- ``redirects``: ``{"<METHOD> <slug prefix>": [status, location]}`` — requests whose method and
+  slug (the path after ``/api/``) start so are answered with that redirect, after their body is
+  read (PUT is answered by redirects only, else 404);
+- ``log_connections``: log every connection as ``{"connection": true}`` when it is accepted, before
+  anything is read (a redirect target proves it got nothing at all);
+- ``tls``: ``{"cert": PEM file, "key": PEM file}`` — speak https.
 
 Every request is appended to the request log as one JSON line: method, decoded path, and for
 files the bytes sent and whether the client closed the connection before the end.
@@ -16,10 +23,14 @@ files the bytes sent and whether the client closed the connection before the end
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import ssl
+import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 
@@ -32,6 +43,12 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format, *args):        # keep stderr quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        if self.scenario.get('log_connections'):
+            with self.lock, open(self.log_path, 'a') as log:
+                log.write(json.dumps({'connection': True}) + '\n')
 
     def _log(self, **entry) -> None:
         with self.lock, open(self.log_path, 'a') as log:
@@ -48,11 +65,32 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
 
     def _read_body(self) -> bytes:
-        return self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        if self.headers.get('Transfer-Encoding', '').lower() != 'chunked':
+            return self.rfile.read(int(self.headers.get('Content-Length') or 0))
+        body = b''
+        while size := int(self.rfile.readline().split(b';')[0], 16):
+            body += self.rfile.read(size)
+            self.rfile.readline()                   # the CRLF after each chunk
+        self.rfile.readline()                       # the empty line after the last (no trailers)
+        return body
+
+    def _redirected(self, slug: str) -> bool:
+        """Answer with the scenario's redirect for this request, if it names one."""
+        for request, (status, location) in self.scenario.get('redirects', {}).items():
+            if f'{self.command} {slug}'.startswith(request):
+                self._log(status=status)
+                self.send_response(status)
+                self.send_header('Location', location)
+                self.send_header('Content-Length', '0')
+                self.end_headers()
+                return True
+        return False
 
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         slug = url.path.removeprefix('/api/')
+        if self._redirected(slug):
+            return None
         if slug == 'login/':
             self._log()
             return self._json(200, {'detail': 'token'}, ('csrftoken=hostiletoken; Path=/',))
@@ -109,6 +147,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         slug = urlsplit(self.path).path.removeprefix('/api/')
         body = self._read_body()
+        if self._redirected(slug):
+            return None
         self._log()
         if slug == 'login/':
             return self._json(200, {'username': 'alice'}, ('sessionid=hostilesession; Path=/',))
@@ -118,6 +158,65 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {'missing': json.loads(body or b'{}').get('sha256', [])})
         return self._json(404, {'error': 'not_found', 'detail': slug})
 
+    def do_PUT(self) -> None:
+        slug = urlsplit(self.path).path.removeprefix('/api/')
+        self._read_body()
+        if self._redirected(slug):
+            return None
+        self._log()
+        return self._json(404, {'error': 'not_found', 'detail': slug})
+
+
+# building scenarios ---------------------------------------------------------------------------
+
+STAMP = '20261125101010123456'
+
+
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def entry(oaio_id: object, values: object = None, files: dict | None = None, **fields) -> dict:
+    """A change-feed entry; ``files`` maps path → served text (the manifest is built from it)."""
+    values = {} if values is None else values
+    obj = {'oaio_id': oaio_id, 'client_stamp': STAMP, 'server_stamp': STAMP, 'client_values': values,
+           'server_values': values, 'csh_id': 'oaio', 'username': 'alice', 'device_id': 'evil', 'app_id': 'evil',
+           'csh_access_right': 'C', **fields}
+    manifest = {path: {'sha256': sha(text), 'size': len(text.encode())} for path, text in (files or {}).items()}
+    return {'oaio': obj, 'files': manifest}
+
+
+def served(oaio_id: str, files: dict) -> dict:
+    return {f'{oaio_id}/{STAMP}/{path}': {'content': text} for path, text in files.items()}
+
+
+# running it ---------------------------------------------------------------------------------
+
+class Hostile:
+    """The hostile server process with its scenario and request log, in the folder ``name`` of
+    ``tmp_path``; ``host`` is its ``127.0.0.1:PORT``."""
+
+    def __init__(self, tmp_path: Path, scenario: dict, name: str = 'hostile'):
+        self.dir = tmp_path / name
+        self.dir.mkdir()
+        (self.dir / 'scenario.json').write_text(json.dumps(scenario))
+        self.log_path = self.dir / 'requests.jsonl'
+        self.process = subprocess.Popen([sys.executable, __file__, str(self.dir / 'scenario.json'),
+                                         str(self.log_path)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line.strip().isdigit(), line + self.process.stderr.read()
+        self.host = f'127.0.0.1:{line.strip()}'
+
+    def requests(self) -> list[dict]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines()] if self.log_path.exists() else []
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait()
+        self.process.stdout.close()
+        self.process.stderr.close()
+
 
 def main() -> None:
     scenario_path, log_path = sys.argv[1], sys.argv[2]
@@ -126,6 +225,10 @@ def main() -> None:
     Handler.log_path = log_path
     server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
     server.daemon_threads = True
+    if 'tls' in Handler.scenario:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(Handler.scenario['tls']['cert'], Handler.scenario['tls']['key'])
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     print(server.server_address[1], flush=True)
     server.serve_forever()
 

@@ -4,61 +4,12 @@ refuses each such object with an error naming it, writes nothing outside ``clien
 stores the valid objects with their files."""
 from __future__ import annotations
 
-import hashlib
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from hostile_server import STAMP, Hostile, entry, served, sha
 from oaio.client import OaioClient
-
-HERE = Path(__file__).resolve().parent
-STAMP = '20261125101010123456'
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def entry(oaio_id: object, values: object = None, files: dict | None = None, **fields) -> dict:
-    """A change-feed entry; ``files`` maps path → served text (the manifest is built from it)."""
-    values = {} if values is None else values
-    obj = {'oaio_id': oaio_id, 'client_stamp': STAMP, 'server_stamp': STAMP, 'client_values': values,
-           'server_values': values, 'csh_id': 'oaio', 'username': 'alice', 'device_id': 'evil', 'app_id': 'evil',
-           'csh_access_right': 'C', **fields}
-    manifest = {path: {'sha256': sha(text), 'size': len(text.encode())} for path, text in (files or {}).items()}
-    return {'oaio': obj, 'files': manifest}
-
-
-def served(oaio_id: str, files: dict) -> dict:
-    return {f'{oaio_id}/{STAMP}/{path}': {'content': text} for path, text in files.items()}
-
-
-class Hostile:
-    """The hostile server process with its scenario and request log."""
-
-    def __init__(self, tmp_path: Path, scenario: dict):
-        self.dir = tmp_path / 'hostile'
-        self.dir.mkdir()
-        (self.dir / 'scenario.json').write_text(json.dumps(scenario))
-        self.log_path = self.dir / 'requests.jsonl'
-        self.process = subprocess.Popen([sys.executable, str(HERE / 'hostile_server.py'),
-                                         str(self.dir / 'scenario.json'), str(self.log_path)],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.process.stdout.readline()
-        assert line.strip().isdigit(), line + self.process.stderr.read()
-        self.host = f'127.0.0.1:{line.strip()}'
-
-    def requests(self) -> list[dict]:
-        return [json.loads(line) for line in self.log_path.read_text().splitlines()] if self.log_path.exists() else []
-
-    def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
-        self.process.stdout.close()
-        self.process.stderr.close()
 
 
 @pytest.fixture
