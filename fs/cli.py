@@ -101,7 +101,7 @@ def mount_attr(mountpoint: str, name: str) -> str:
 # commands -----------------------------------------------------------------------------------
 
 def cmd_mount(args) -> int:
-    from oaio.client import AuthenticationError, OaioClient, OfflineError, StoreLockedError
+    from oaio.client import AuthenticationError, OaioClient, OaioError, OfflineError, StoreLockedError
 
     mountpoint = prepare_mountpoint(args.mountpoint)
     password = read_password(args.password_file)
@@ -131,6 +131,9 @@ def cmd_mount(args) -> int:
     except OfflineError:
         log.warning('server %s unreachable: mounting the cached objects; changes sync when it is back',
                     args.server)
+    except OaioError as exc:        # the server answered, but not as an oaio server (a redirect, a 500)
+        client.close()
+        return _mount_failed(f'cannot log in to {args.server}: {exc}', ready_write, args.foreground)
     if not args.foreground:
         _detach_stdio()
     return _run_mount(client, mountpoint, ready_write)

@@ -151,3 +151,25 @@ def test_redirected_upload_is_refused(start, tmp_path):
 ])
 def test_base_url_speaks_plain_http_only_to_this_machine(host, url):
     assert base_url(host) == url
+
+
+def test_mount_refuses_a_redirecting_server_with_one_line(start, tmp_path):
+    """``oaio mount`` logs in before mounting: a redirect there is an error the user sees, not a traceback."""
+    import os
+    import sys
+    target = start('target', {'log_connections': True})
+    hostile = start('hostile', {'redirects': {'POST login/': [307, f'http://{target.host}/api/login/']}})
+    password_file, mountpoint = tmp_path / 'password', tmp_path / 'drive'
+    password_file.write_text(PASSWORD)
+    password_file.chmod(0o600)
+    mountpoint.mkdir()
+    try:
+        result = subprocess.run([sys.executable, '-m', 'oaio.fs.cli', 'mount', hostile.host, str(mountpoint),
+                                 '--user', 'alice', '--password-file', str(password_file),
+                                 '--cache', str(tmp_path / 'cache')], capture_output=True, text=True, timeout=120)
+    finally:
+        if os.path.ismount(mountpoint):
+            subprocess.run(['fusermount3', '-u', '-z', str(mountpoint)], check=False)
+    assert result.returncode != 0
+    assert 'redirect' in result.stderr and 'Traceback' not in result.stderr, result.stderr
+    assert target.requests() == []
