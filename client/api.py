@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 RETRIES = 3
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = p.CHUNK_BYTES
 
 
 def base_url(host: str) -> str:

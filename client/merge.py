@@ -65,7 +65,7 @@ def conflict_name(path: str, device_id: str, stamp: str) -> str:
     if not stem:                                    # dotfiles: '.bashrc' has no extension
         stem, ext = name, ''
     device = ''.join(char if char.isalnum() or char in '-_' else '_' for char in device_id)[:40] or 'device'
-    suffix = f'.conflict-{device}-{stamp}'
+    suffix = f'{p.CONFLICT_MARK}{device}-{stamp}'
     room = p.MAX_NAME_BYTES - len(suffix.encode())
     if len((stem + ext).encode()) > room:           # an invalid name would block the object's sync
         if len(ext.encode()) > room // 2:           # such a long "extension" is part of the name

@@ -8,7 +8,7 @@ import re
 
 from oaio.client import protocol as p
 
-VALUES_FILE = 'values.json'
+VALUES_FILE = p.VALUES_FILE
 
 # editor and tool temp files: kept locally, never uploaded
 TEMP_PATTERNS = ('4913', '.*.swp', '.*.swo', '.*.swx', '*~', '.#*', '#*#', '.goutputstream-*', '.~lock.*#', '~$*',

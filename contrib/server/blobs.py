@@ -13,10 +13,11 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import IntegrityError, transaction
 
+from oaio.protocol import CHUNK_BYTES
+
 from .errors import InvalidInput, TooLarge
 from .models import Blob
 
-CHUNK_BYTES = 1024 * 1024
 
 
 class DurableFileSystemStorage(FileSystemStorage):

@@ -15,7 +15,7 @@ from django.core.files.storage import storages
 from django.db import DatabaseError, connection
 from django.urls import Resolver404, resolve
 
-from oaio.client import protocol as p
+from oaio import protocol as p
 
 from . import front, objects, views
 from .blobs import CHUNK_BYTES, blob_name

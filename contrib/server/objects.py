@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import OuterRef, Subquery
 
-from oaio.client import protocol as p
+from oaio import protocol as p
 
 from .errors import Conflict, Forbidden, InvalidInput, NotFound
 from .models import (

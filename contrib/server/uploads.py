@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.http import JsonResponse
 
-from oaio.client import protocol as p
+from oaio import protocol as p
 
 from . import blobs, front, objects, views
 from .errors import TooLarge, TooManyRequests
