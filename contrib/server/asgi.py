@@ -13,7 +13,8 @@ from django.core.asgi import get_asgi_application  # noqa: E402  (needs the sett
 django_application = get_asgi_application()
 
 from .downloads import download_app, file_address  # noqa: E402  (needs Django set up)
-from .front import guarded  # noqa: E402
+from .errors import Unavailable  # noqa: E402
+from .front import guarded, send_error  # noqa: E402
 from .longpoll import PATH as CHANGES_PATH, changes_app  # noqa: E402
 from .uploads import upload_app  # noqa: E402
 
@@ -47,25 +48,16 @@ async def application(scope, receive, send):
         # 507 the client retries, not a 500 with a traceback (errors.py does the same for views)
         if exc.errno != errno.ENOSPC or started:
             raise
-        log.warning('%s %s refused: no space left on the server (%s)', scope.get('method', ''),
-                    scope.get('path', ''), exc)
-        await _answer(send, 507, b'{"error": "insufficient_storage", '
-                                 b'"detail": "no space left on the server; try again later"}')
+        await _answer(send, exc, scope)     # logged there, as for views
     except asyncio.CancelledError:
         # uvicorn cancels requests still running when its graceful shutdown time is over (e.g. a
         # long upload at SIGTERM): not an error; the client gets a 503 and retries later
         log.info('%s %s cut off: the server is shutting down', scope.get('method', ''), scope.get('path', ''))
-        await _answer_shutting_down(send)
+        await _answer(send, Unavailable('the server is shutting down; try again'), scope)
 
 
-async def _answer_shutting_down(send) -> None:
-    await _answer(send, 503, b'{"error": "unavailable", "detail": "the server is shutting down; try again"}')
-
-
-async def _answer(send, status: int, body: bytes) -> None:
+async def _answer(send, exc: Exception, scope) -> None:
     try:
-        await send({'type': 'http.response.start', 'status': status,
-                    'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]})
-        await send({'type': 'http.response.body', 'body': body})
+        await send_error(send, exc, scope)
     except (OSError, RuntimeError):
         pass        # the answer had started already, or the connection is gone

@@ -50,6 +50,11 @@ class TooLarge(ApiError):
     status, code = 413, 'too_large'
 
 
+class Unavailable(ApiError):
+    """The server cannot answer now (shutting down); the client retries."""
+    status, code = 503, 'unavailable'
+
+
 class TooManyRequests(ApiError):
     """Throttled; ``retry_after`` (seconds) becomes the Retry-After header and a body field."""
     status, code = 429, 'too_many_requests'
