@@ -9,6 +9,7 @@ runner turns a burst of changes into one new version.
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import logging
 import os
 import stat as stat_module
@@ -34,6 +35,12 @@ SHARE_XATTR = 'user.oaio.share'           # set to "USER:RIGHT" on an object dir
 # ``cache_readdir`` (the kernel answers a folder listed before, until it changes). The plain pyfuse3
 # works too, without these savings.
 EXTENDED_PYFUSE3 = hasattr(pyfuse3.FileInfo(), 'cache_readdir')
+
+
+def pyfuse3_description() -> str:
+    """Which pyfuse3 the mount runs with, for its log."""
+    flags = 'with noflush and cache_readdir' if EXTENDED_PYFUSE3 else 'plain: without noflush and cache_readdir'
+    return f'pyfuse3 {importlib.metadata.version("pyfuse3")} ({flags})'
 
 
 def check_new_name(raw: bytes) -> str:
@@ -77,6 +84,7 @@ class Operations(pyfuse3.Operations):
 
     def __init__(self, layer: ObjectLayer):
         super().__init__()
+        log.info('%s', pyfuse3_description())
         self.layer = layer
         self.inodes = InodeTable()
         self._handles: dict[int, Handle] = {}

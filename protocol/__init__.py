@@ -48,11 +48,12 @@ MAX_VALUES_DEPTH = 100          # nested lists and objects in values: far below 
 MAX_FILE_PATHS = 100_000        # attached files of one version (the server checks each against its store)
 
 MiB = 1024 * 1024
-MAX_VALUES_BYTES = 16 * MiB     # values.json as the mount shows it (pretty-printed UTF-8); a larger write: EFBIG
-# The largest JSON request body the server reads (413 beyond): the values as the client sends them --
-# JSON escapes every non-ASCII character ('é', 2 bytes of UTF-8, is 6 bytes as \u00e9), so up to 3x
-# values.json -- plus room for _file_paths (not in values.json) and the request's other fields.
-MAX_REQUEST_BODY_BYTES = 3 * MAX_VALUES_BYTES + 16 * MiB
+MAX_VALUES_BYTES = 8 * MiB      # values.json as the mount shows it (pretty-printed UTF-8); a larger write: EFBIG
+# The largest JSON request body the server reads (413 beyond). An upload carries the values twice (the
+# new client_values and the server_values they replace), each as JSON escapes it -- every non-ASCII
+# character: 'é' is 2 bytes of UTF-8 and 6 as \u00e9, so up to 3x values.json --, plus room for
+# _file_paths (not in values.json) and the request's other fields.
+MAX_REQUEST_BODY_BYTES = 2 * 3 * MAX_VALUES_BYTES + 16 * MiB
 CHUNK_BYTES = MiB               # files are read, sent and received in pieces of this size
 
 VALUES_FILE = 'values.json'     # the values in an object's folder (mount) and in conflict copies
