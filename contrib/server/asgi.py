@@ -1,8 +1,9 @@
-"""ASGI entry point: the change feed's long poll, file downloads and uploads in front of Django
-(see longpoll.py, downloads.py, uploads.py), and every other request through the body gate
-(front.guarded) to Django."""
+"""ASGI entry point: the change feed's long poll, file downloads and uploads, and the health check in
+front of Django (see longpoll.py, downloads.py, uploads.py, health.py), and every other request
+through the body gate (front.guarded) to Django."""
 import asyncio
 import errno
+import functools
 import logging
 import os
 
@@ -15,6 +16,7 @@ django_application = get_asgi_application()
 from .downloads import download_app, file_address  # noqa: E402  (needs Django set up)
 from .errors import Unavailable  # noqa: E402
 from .front import guarded, send_error  # noqa: E402
+from .health import PATH as HEALTH_PATH, health_app  # noqa: E402
 from .longpoll import PATH as CHANGES_PATH, changes_app  # noqa: E402
 from .uploads import upload_app  # noqa: E402
 
@@ -22,9 +24,25 @@ from .uploads import upload_app  # noqa: E402
 log = logging.getLogger('oaio.server')
 
 
+def _route(scope) -> tuple[str, callable]:
+    """The kind of an HTTP request's route (few values: a metrics label) and the app that answers it."""
+    path = scope['path']
+    if path == CHANGES_PATH:
+        return 'changes', changes_app
+    if path == HEALTH_PATH:
+        return 'healthz', health_app
+    if (address := file_address(scope)) is not None and scope['method'] in ('GET', 'PUT'):
+        if scope['method'] == 'GET':
+            return 'files-get', functools.partial(download_app, address=address)
+        return 'files-put', functools.partial(upload_app, address=address)
+    kind = 'api' if path.startswith('/api/') else 'admin' if path.startswith('/admin/') else 'other'
+    return kind, functools.partial(guarded, django_application)
+
+
 async def application(scope, receive, send):
-    """Route ``api/changes/`` to the long-poll app, GETs of ``api/files/…`` to the download app,
-    PUTs there to the upload app, and everything else through the body gate to Django."""
+    """Route ``api/changes/`` to the long-poll app, ``healthz`` to the health check, GETs of
+    ``api/files/…`` to the download app, PUTs there to the upload app, and everything else through
+    the body gate to Django."""
     started = False
 
     async def tracked_send(message):
@@ -34,13 +52,9 @@ async def application(scope, receive, send):
         await send(message)
 
     try:
-        if scope['type'] == 'http' and scope['path'] == CHANGES_PATH:
-            await changes_app(scope, receive, tracked_send)
-        elif (address := file_address(scope)) is not None and scope['method'] in ('GET', 'PUT'):
-            app = download_app if scope['method'] == 'GET' else upload_app
-            await app(scope, receive, tracked_send, address)
-        elif scope['type'] == 'http':
-            await guarded(django_application, scope, receive, tracked_send)
+        if scope['type'] == 'http':
+            _, app = _route(scope)
+            await app(scope, receive, tracked_send)
         else:
             await django_application(scope, receive, tracked_send)
     except OSError as exc:
