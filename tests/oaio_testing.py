@@ -21,6 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import requests
 
@@ -158,6 +159,30 @@ def running_server(data: Path):
         srv.stop()
         if database:
             database[1]()
+
+
+def sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def server_objects(session) -> dict[str, dict]:
+    """The heads the server holds for the session's user, by id."""
+    answer = session.get('oaio_stampz/')
+    assert answer.ok, answer.text
+    return {obj['oaio_id']: obj for obj in answer.json()}
+
+
+def server_file(session, oaio_id: str, stamp: str, path: str) -> bytes:
+    """The content of ``path`` in the version ``stamp`` of an object, as the session reads it."""
+    answer = session.get(f'files/{quote(oaio_id, safe="")}/{stamp}/{quote(path)}')
+    assert answer.status_code == 200, answer.text
+    return answer.content
+
+
+def oaio(*args: str) -> subprocess.CompletedProcess:
+    """Run the ``oaio`` command (``oaio status MOUNTPOINT`` …) and return what it did."""
+    return subprocess.run([sys.executable, '-m', 'oaio.fs.cli', *args], capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
 
 
 def wait_for(predicate, timeout: float = 30.0, what: str = 'the condition', interval: float = 0.05):

@@ -13,11 +13,8 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import IntegrityError, transaction
 
-from oaio.protocol import CHUNK_BYTES
-
 from .errors import InvalidInput, TooLarge
 from .models import Blob
-
 
 
 class DurableFileSystemStorage(FileSystemStorage):

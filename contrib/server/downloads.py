@@ -18,7 +18,7 @@ from django.urls import Resolver404, resolve
 from oaio import protocol as p
 
 from . import front, objects, views
-from .blobs import CHUNK_BYTES, blob_name
+from .blobs import blob_name
 
 PREFIX = '/api/files/'
 
@@ -47,7 +47,7 @@ def _open(scope, address: dict) -> tuple[dict, File, bytes]:
         raise
     content = storages['blobs'].open(blob_name(entry['sha256']), 'rb')
     try:
-        return entry, content, content.read(min(CHUNK_BYTES, entry['size']))
+        return entry, content, content.read(min(p.CHUNK_BYTES, entry['size']))
     except BaseException:
         content.close()
         raise
@@ -62,7 +62,7 @@ async def _stream(send, entry: dict, content: File, chunk: bytes, disconnected: 
         await send({'type': 'http.response.body', 'body': chunk, 'more_body': left > 0})
         if left <= 0 or disconnected.done():
             return
-        chunk = await front.run(content.read, min(CHUNK_BYTES, left))
+        chunk = await front.run(content.read, min(p.CHUNK_BYTES, left))
         if not chunk:
             raise OSError(f'blob {entry["sha256"]} is shorter than its size {entry["size"]}')
         left -= len(chunk)

@@ -377,7 +377,8 @@ def has_head(sub: Subscription) -> bool:
 
 def listing(user) -> list[dict]:
     """The head of every object the user is subscribed to (``oaio_stampz/``)."""
-    subs = Subscription.objects.filter(user=user).select_related('oai_object__head__user', 'oai_object__head__oai_object')
+    subs = Subscription.objects.filter(user=user).select_related('oai_object__head__user',
+                                                                 'oai_object__head__oai_object')
     return [object_dict(sub.oai_object.head, sub.oai_object.csh_id, sub.access_right) for sub in subs if has_head(sub)]
 
 

@@ -1,10 +1,10 @@
 """Client fixtures: ``make_client(user, device)`` opens an OaioClient on the live test server."""
 from __future__ import annotations
 
-
 import pytest
 
 from oaio.client import OaioClient
+
 from oaio_testing import PASSWORD, free_port
 
 

@@ -11,7 +11,7 @@ import requests
 from oaio.client import OaioClient, StoreLockedError, object_id
 from oaio.client.protocol import check_stamp, now_stamp
 
-from oaio_testing import PASSWORD
+from oaio_testing import PASSWORD, server_file, server_objects
 
 STAMP1, STAMP2, STAMP3 = '20261125101010123456', '20261125101010123457', '20261125101010123458'
 
@@ -22,19 +22,6 @@ def assert_invalid(call, *args, **kwargs) -> Exception:
         call(*args, **kwargs)
     assert isinstance(info.value, AssertionError), repr(info.value)
     return info.value
-
-
-def server_objects(session) -> dict[str, dict]:
-    """The heads the server holds for the session's user, by id."""
-    answer = session.get('oaio_stampz/')
-    assert answer.ok, answer.text
-    return {obj['oaio_id']: obj for obj in answer.json()}
-
-
-def server_file(session, oaio_id: str, stamp: str, path: str) -> bytes:
-    answer = session.get(f'files/{quote(oaio_id, safe="")}/{stamp}/{quote(path)}')
-    assert answer.status_code == 200, answer.text
-    return answer.content
 
 
 def server_rights(session, oaio_id: str) -> dict[str, str]:
@@ -249,7 +236,8 @@ def test_synchronize_fetches_what_others_registered(make_client, api):
     assert alice.synchronize_with_server_if_online(), alice.error_message
     assert alice.error_message == ''
     obj = alice.client_objectz['raw-object']
-    assert (obj.client_stamp, obj.server_stamp, obj.client_values) == (STAMP1, STAMP1, {'k': 'v', '_file_paths': ['f.txt']})
+    assert (obj.client_stamp, obj.server_stamp, obj.client_values) == \
+        (STAMP1, STAMP1, {'k': 'v', '_file_paths': ['f.txt']})
     assert (obj.device_id, obj.csh_access_right) == ('raw', 'C')
     assert (alice.files_root('raw-object') / 'f.txt').read_bytes() == b'from the wire'
     assert check_stamp(alice.last_sync_stamp) >= before
@@ -550,7 +538,8 @@ def test_local_changes_made_while_the_server_is_down_are_uploaded_when_it_is_bac
     assert alice.synchronize_with_server_if_online(), alice.error_message
     held = server_objects(session)
     assert set(held) == {synced.oaio_id, note.oaio_id, folder.oaio_id}
-    assert (held[synced.oaio_id]['client_stamp'], held[synced.oaio_id]['client_values']) == (edited.client_stamp, {'v': 2})
+    head = held[synced.oaio_id]
+    assert (head['client_stamp'], head['client_values']) == (edited.client_stamp, {'v': 2})
     assert server_file(session, note.oaio_id, note.client_stamp, 'note.txt') == b'written offline'
     assert server_file(session, folder.oaio_id, folder.client_stamp, 'x') == b'x'
     assert not any(obj.pending for obj in alice.client_objectz.values())

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from oaio.client import OaioClient
+
 from oaio_testing import PASSWORD, ServerProcess, postgres_database
 
 FAKETIME_LIBRARY = Path('/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1')

@@ -14,10 +14,11 @@ from urllib.parse import quote
 
 import pytest
 
-from oaio_testing import PASSWORD, file_digest, growing, wait_for
 from oaio.client import OaioClient
 from oaio.client.errors import StoreLockedError
 from oaio.client.store import LocalStore
+
+from oaio_testing import PASSWORD, file_digest, growing, wait_for
 
 CHUNK = 1024 * 1024
 
@@ -80,7 +81,8 @@ def test_client_killed_mid_upload_resumes_with_a_consistent_store(server, api, t
         with pytest.raises(StoreLockedError):           # the running client holds client_root
             OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, device_id='other',
                        client_root=str(root), auto_sync=False)
-        wait_for(growing(server.data / 'tmp', 'blob-*', 32 * CHUNK), 120, 'the upload to stream into the server', interval=0.005)
+        wait_for(growing(server.data / 'tmp', 'blob-*', 32 * CHUNK), 120, 'the upload to stream into the server',
+                 interval=0.005)
         assert process.poll() is None, 'the client finished before it could be killed'
         process.kill()
         assert process.wait(30) == -signal.SIGKILL

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from hostile_server import STAMP, Hostile, entry, served, sha
 from oaio.client import OaioClient
+
+from hostile_server import STAMP, Hostile, entry, served, sha
 
 
 @pytest.fixture

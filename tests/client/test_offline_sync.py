@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from oaio_testing import PASSWORD, file_digest, growing, wait_for
 from oaio.client import OaioClient
+
+from oaio_testing import PASSWORD, file_digest, growing, wait_for
 
 CHUNK = 1024 * 1024
 
@@ -277,7 +278,8 @@ def test_server_stopped_during_upload_then_next_sync_completes(server, devices, 
     assert session.post(server.url + 'login/', json={'username': 'alice', 'password': PASSWORD}, timeout=30,
                         headers={'X-CSRFToken': session.cookies['csrftoken'], 'Referer': server.url + 'login/'}).ok
     listing = session.get(server.url + 'oaio_stampz/', timeout=30).json()
-    assert [(o['oaio_id'], o['client_stamp']) for o in listing] == [(oaio_id, laptop.client_objectz[oaio_id].client_stamp)]
+    assert [(o['oaio_id'], o['client_stamp']) for o in listing] == \
+        [(oaio_id, laptop.client_objectz[oaio_id].client_stamp)]
     assert sync_until_converged(laptop, phone)[oaio_id]['files'] == {'big.bin': digest}
 
 

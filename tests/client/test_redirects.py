@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hostile_server import Hostile, entry, served
 from oaio.client import OaioClient
 from oaio.client.api import base_url
 from oaio.client.errors import RedirectRefused
+
+from hostile_server import Hostile, entry, served
 
 PASSWORD = 'the password that must stay home'
 

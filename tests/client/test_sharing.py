@@ -3,23 +3,12 @@ oaio-server; what the server holds is checked through the raw ``api`` session.""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote
 
 import pytest
 
 from oaio.client import AccessDenied
 
-
-def server_objects(session) -> dict[str, dict]:
-    answer = session.get('oaio_stampz/')
-    assert answer.ok, answer.text
-    return {obj['oaio_id']: obj for obj in answer.json()}
-
-
-def server_file(session, oaio_id: str, stamp: str, path: str) -> bytes:
-    answer = session.get(f'files/{quote(oaio_id, safe="")}/{stamp}/{quote(path)}')
-    assert answer.status_code == 200, answer.text
-    return answer.content
+from oaio_testing import server_file, server_objects
 
 
 def synced(*clients) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-
 from oaio_testing import PASSWORD, wait_for
 
 MOUNT_SECONDS = 40          # the mount syncs once (at most 30 s) before it reports ready

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from oaio.client import OaioClient
+
 from oaio_testing import PASSWORD
 
 MIB = 1024 * 1024

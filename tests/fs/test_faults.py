@@ -15,8 +15,6 @@ import pytest
 from oaio_testing import wait_for
 
 
-
-
 def oaio(*args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, '-m', 'oaio.fs.cli', *args], capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)

@@ -1,17 +1,10 @@
 """``oaio mount`` / ``oaio sync --password-file F`` refuse a password file that the group or others
 may read (or write), with a one-line error, before asking the server anything or mounting."""
 import os
-import subprocess
-import sys
 
 import pytest
 
-from oaio_testing import PASSWORD
-
-
-def oaio(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'oaio.fs.cli', *args], capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+from oaio_testing import PASSWORD, oaio
 
 
 @pytest.mark.parametrize('mode', [0o644, 0o640, 0o604, 0o620, 0o660])

@@ -255,5 +255,6 @@ def test_mount_killed_during_a_large_write_and_during_sync(server, mount):
         assert hashlib.sha256(served).hexdigest() == file_digest(a / 'work' / path), path
     assert hashlib.sha256(a.remote.file(obj, 'closed.bin')).hexdigest() == closed_digest
     for path in obj['client_values']['_file_paths']:
-        wait_for(lambda: (b / 'work' / path).exists() and file_digest(b / 'work' / path) == file_digest(a / 'work' / path),
+        wait_for(lambda: (b / 'work' / path).exists()
+                 and file_digest(b / 'work' / path) == file_digest(a / 'work' / path),
                  60, what=f'{path} converged on B')

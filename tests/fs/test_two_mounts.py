@@ -9,11 +9,11 @@ import errno
 import json
 import os
 import stat
-import subprocess
-import sys
 import time
 
 import pytest
+
+from oaio_testing import oaio
 
 PROPAGATION_SECONDS = 15
 
@@ -59,11 +59,6 @@ def listing(path) -> list[str]:
         return sorted(os.listdir(path))
     except FileNotFoundError:
         return []
-
-
-def oaio(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'oaio.fs.cli', *args], capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
 
 
 def mode(path) -> int:

@@ -18,6 +18,7 @@ import threading
 import time
 
 from oaio.client import OaioClient
+
 from oaio_testing import PASSWORD
 
 CLIENTS = 20

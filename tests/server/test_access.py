@@ -278,7 +278,7 @@ def test_matrix_is_complete():
 
 @pytest.mark.parametrize('endpoint, caller, status', [
     pytest.param(endpoint, caller, status, id=f'{endpoint}-{caller}')
-    for endpoint, row in MATRIX.items() for caller, status in zip(CALLERS, row)])
+    for endpoint, row in MATRIX.items() for caller, status in zip(CALLERS, row, strict=True)])
 def test_access_matrix(shared_api, endpoint, caller, status):
     w = make_world(shared_api, caller)
     before = w.state()

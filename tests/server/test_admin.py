@@ -134,4 +134,5 @@ def test_an_object_without_head_does_not_break_the_others(server, api):
     # its owner can still delete the broken object, and the feed says so
     cursor = alice.get('changes/').json()['cursor']
     assert alice.post('delete/', json={'oaio_id': 'broken'}).ok
-    assert alice.get('changes/', params={'since': cursor}).json()['changes'] == [{'oaio_id': 'broken', 'gone': 'deleted'}]
+    changes = alice.get('changes/', params={'since': cursor}).json()['changes']
+    assert changes == [{'oaio_id': 'broken', 'gone': 'deleted'}]

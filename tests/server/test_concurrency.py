@@ -67,7 +67,7 @@ def test_users_with_update_right_race_the_owner(server, api):
                                          'client_values': {}}).status_code == 200
     assert alice.post('subscribe/', json={'oaio_id': 'shared', 'username': 'bob',
                                           'access_right': 'U'}).status_code == 200
-    for round_ in range(5):
+    for _ in range(5):
         answers = run_together([upload_call(alice, 'shared', head, new_stamp(), {'by': 'alice'}),
                                 upload_call(bob, 'shared', head, new_stamp(), {'by': 'bob'})])
         assert sorted(answer.status_code for answer in answers) == [200, 409], [a.text for a in answers]
@@ -154,7 +154,8 @@ def test_concurrent_puts_of_one_path(server, api):
     sessions = [api('alice', device=f'dev{n}') for n in range(6)]
     stamp = new_stamp()
     for round_ in range(3):
-        answers = run_together([lambda s=session, n=n: s.request('put', f'files/one/{stamp}/f', data=f'{round_}-{n}'.encode())
+        answers = run_together([lambda s=session, n=n: s.request('put', f'files/one/{stamp}/f',
+                                                                 data=f'{round_}-{n}'.encode())
                                 for n, session in enumerate(sessions)])
         assert [answer.status_code for answer in answers] == [201] * 6, [a.text for a in answers]
     final = sessions[0].request('put', f'files/one/{stamp}/f', data=b'final')

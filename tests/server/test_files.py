@@ -10,15 +10,13 @@ from urllib.parse import quote
 
 import requests
 
+from oaio_testing import sha
+
 _stamps = itertools.count(1)
 
 
 def new_stamp() -> str:
     return f'2026112511{next(_stamps):010d}'
-
-
-def sha(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
 
 
 def put(session, oaio_id: str, stamp: str, path: str, content: bytes, **kwargs) -> requests.Response:

@@ -109,9 +109,10 @@ def test_live_answers_match_the_spec(spec, api, server):
     call(alice, 'post', '/api/upload/', 'upload/', json={'oaio_id': 'doc', 'client_stamp': NEXT, 'server_stamp': STAMP,
                                                          'client_values': {'_file_paths': ['dir/a.txt']},
                                                          'files': {'dir/a.txt': sha256}})
-    call(bob, 'get', '/api/files/{oaio_id}/{stamp}/{path}', f'files/doc/{STAMP}/dir/a.txt')                # 404: not shared yet
+    call(bob, 'get', '/api/files/{oaio_id}/{stamp}/{path}', f'files/doc/{STAMP}/dir/a.txt')       # 404: not shared yet
     call(alice, 'get', '/api/oaio_stampz/', 'oaio_stampz/')
-    call(alice, 'post', '/api/subscribe/', 'subscribe/', json={'oaio_id': 'doc', 'username': 'bob', 'access_right': 'r'})
+    call(alice, 'post', '/api/subscribe/', 'subscribe/',
+         json={'oaio_id': 'doc', 'username': 'bob', 'access_right': 'r'})
     call(alice, 'get', '/api/user_subz/{oaio_id}', 'user_subz/doc')
     call(bob, 'get', '/api/user_subz/{oaio_id}', 'user_subz/_not__existing__oaio_id_')
     call(bob, 'post', '/api/upload/', 'upload/', json={'oaio_id': 'doc', 'client_stamp': '20261125101012000000',

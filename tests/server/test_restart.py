@@ -3,7 +3,6 @@ objects, versions, files, subscriptions and change-feed cursors. SIGTERM stops i
 promptly, even with a long poll waiting); after SIGKILL it starts again with every acknowledged write."""
 from __future__ import annotations
 
-import hashlib
 import itertools
 import signal
 import stat
@@ -13,15 +12,13 @@ import time
 
 import requests
 
+from oaio_testing import sha
+
 _stamps = itertools.count(1)
 
 
 def new_stamp() -> str:
     return f'2026112513{next(_stamps):010d}'
-
-
-def sha(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
 
 
 def ok(answer: requests.Response, status: int = 200) -> requests.Response:

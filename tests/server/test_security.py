@@ -3,7 +3,6 @@
 manifests. Each test failed before its fix."""
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import shutil
@@ -12,17 +11,13 @@ from urllib.parse import quote
 
 import pytest
 
-from oaio_testing import wait_for
+from oaio_testing import sha, wait_for
 
 _stamps = itertools.count(1)
 
 
 def new_stamp() -> str:
     return f'2026120207{next(_stamps):010d}'
-
-
-def sha(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
 
 
 def put(session, oaio_id: str, stamp: str, path: str, content: bytes):

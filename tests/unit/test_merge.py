@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oaio.client.merge import conflict_name, merge_files, merge_values
 from oaio.client.protocol import MAX_NAME_BYTES, check_relative_path
@@ -91,7 +92,8 @@ def test_files_changed_on_one_side():
 
 
 def test_files_changed_on_both_sides_keep_both():
-    merged = merge_files({'dir/sub/a.txt': 'h0'}, {'dir/sub/a.txt': 'mine'}, {'dir/sub/a.txt': 'theirs'}, 'phone', STAMP)
+    path = 'dir/sub/a.txt'
+    merged = merge_files({path: 'h0'}, {path: 'mine'}, {path: 'theirs'}, 'phone', STAMP)
     copy = f'dir/sub/a.conflict-phone-{STAMP}.txt'
     assert merged.conflicts == {'dir/sub/a.txt': copy}
     assert merged.download == ['dir/sub/a.txt']
