@@ -47,8 +47,12 @@ def serve(args) -> int:
     from django.conf import settings
     # request bodies are spooled to disk by Django's ASGI handler: keep them on the data disk
     tempfile.tempdir = str(settings.TMP_DIR)
+    # X-Forwarded-For/-Proto only from configured proxies: uvicorn's default believes them from
+    # 127.0.0.1, so any local process could pose as any client address to the login throttle
     config = uvicorn.Config('oaio.server.asgi:application', host=host, port=port, lifespan='off',
-                            log_level=args.log_level, access_log=args.access_log, timeout_graceful_shutdown=3)
+                            log_level=args.log_level, access_log=args.access_log, timeout_graceful_shutdown=3,
+                            proxy_headers=bool(settings.OAIO_TRUSTED_PROXIES),
+                            forwarded_allow_ips=settings.OAIO_TRUSTED_PROXIES or None)
     server = _uvicorn_server(config)
     server.run()
     return 0 if server.started else 3       # 3: uvicorn's exit status for a failed startup

@@ -10,7 +10,10 @@ Configuration comes from the environment, so that ``oaio-server serve --data DIR
 - ``OAIO_PASSWORD_HASHER``: ``fast`` (MD5, for test suites only) or unset for Django's default.
 - ``OAIO_HTTPS``: ``1`` when clients reach the server over https (cookies get ``Secure``; a TLS-terminating
   proxy must set ``X-Forwarded-Proto: https`` and strip it from clients).
-- ``OAIO_LOGIN_FAILURES``, ``OAIO_LOGIN_ADDRESS_FAILURES``, ``OAIO_LOGIN_WINDOW``: login throttling (see views.login).
+- ``OAIO_TRUSTED_PROXIES``: comma-separated addresses (or networks) of reverse proxies whose ``X-Forwarded-For``
+  and ``X-Forwarded-Proto`` are believed (by uvicorn, see cli.serve); default none.
+- ``OAIO_LOGIN_FAILURES``, ``OAIO_LOGIN_LOCKOUT``, ``OAIO_LOGIN_ADDRESS_FAILURES``, ``OAIO_LOGIN_WINDOW``: login
+  throttling (see throttle.py).
 - ``OAIO_FEED_FALLBACK_INTERVAL``: on PostgreSQL, seconds between the change watcher's looks for commits of
   other server processes while it receives their notifications (see notify.py); default 5.
 """
@@ -136,12 +139,21 @@ if OAIO_HTTPS:
     # behind a TLS-terminating proxy, which sets this header (and strips it from what clients send)
     SECURE_PROXY_SSL_HEADER = ('HTTP_X_FORWARDED_PROTO', 'https')
 
-# Login throttling: failed logins are counted in Django's cache (the default local-memory cache of
-# each server process; a restart forgets them) per user name and per client address.
+# Reverse proxies whose X-Forwarded-For/-Proto uvicorn believes (cli.serve). None by default: the
+# client address is the socket's peer, which a local process cannot forge. (OAIO_HTTPS, above, makes
+# Django believe X-Forwarded-Proto: https from any peer, as before; it does not touch the address.)
+OAIO_TRUSTED_PROXIES = [proxy.strip() for proxy in os.environ.get('OAIO_TRUSTED_PROXIES', '').split(',')
+                        if proxy.strip()]
+
+# Login throttling (throttle.py), on every path through authenticate(): failed logins are counted in
+# Django's cache (the local memory of each server process; a restart forgets them) per pair of user
+# name and client address, and per client address.
 CACHES = {'default': {'BACKEND': 'django.core.cache.backends.locmem.LocMemCache', 'LOCATION': 'oaio'}}
-OAIO_LOGIN_FAILURES = int(os.environ.get('OAIO_LOGIN_FAILURES', 5))                     # per user name
-OAIO_LOGIN_ADDRESS_FAILURES = int(os.environ.get('OAIO_LOGIN_ADDRESS_FAILURES', 50))     # per client address
-OAIO_LOGIN_WINDOW = float(os.environ.get('OAIO_LOGIN_WINDOW', 15 * 60))                  # seconds
+AUTHENTICATION_BACKENDS = ['oaio.server.throttle.ThrottleBackend', 'django.contrib.auth.backends.ModelBackend']
+OAIO_LOGIN_FAILURES = int(os.environ.get('OAIO_LOGIN_FAILURES', 5))         # of a user name from one address,
+OAIO_LOGIN_LOCKOUT = float(os.environ.get('OAIO_LOGIN_LOCKOUT', 60))        # then it waits (s), doubling
+OAIO_LOGIN_ADDRESS_FAILURES = int(os.environ.get('OAIO_LOGIN_ADDRESS_FAILURES', 50))     # from one address
+OAIO_LOGIN_WINDOW = float(os.environ.get('OAIO_LOGIN_WINDOW', 15 * 60))     # s: their window; the longest wait
 
 USE_TZ = True
 TIME_ZONE = 'UTC'

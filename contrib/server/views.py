@@ -4,22 +4,18 @@ Every endpoint that takes POST also answers GET with 200 and the ``csrftoken`` c
 original client sends such a GET to the same URL before its first POST to obtain the token.
 """
 import functools
-import hashlib
 import json
 import logging
-import math
-import time
 
 from django.conf import settings
 from django.contrib.auth import authenticate, login as django_login, logout as django_logout
-from django.core.cache import cache
 from django.http import HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.middleware.csrf import get_token
 
 from oaio.client import protocol as p
 
-from . import blobs, objects
-from .errors import Forbidden, InvalidInput, MethodNotAllowed, NotAuthenticated, NotFound, TooManyRequests
+from . import blobs, objects, throttle
+from .errors import Forbidden, InvalidInput, MethodNotAllowed, NotAuthenticated, NotFound
 from .models import ActionLog, OaiObject, StagedFile, Version
 
 log = logging.getLogger('oaio.server')
@@ -66,38 +62,6 @@ def endpoint(methods: tuple[str, ...], anonymous: bool = False):
     return decorate
 
 
-def _throttle_keys(request, username: str) -> list[tuple[str, int]]:
-    """The cache keys counting failed logins of this user name and this client address, with their limits."""
-    name = hashlib.sha256(username.lower().encode()).hexdigest()
-    address = request.META.get('REMOTE_ADDR') or '-'
-    return [(f'oaio-login-user:{name}', settings.OAIO_LOGIN_FAILURES),
-            (f'oaio-login-addr:{address}', settings.OAIO_LOGIN_ADDRESS_FAILURES)]
-
-
-def _recent_failures(key: str, now: float) -> list[float]:
-    return [when for when in cache.get(key, []) if when > now - settings.OAIO_LOGIN_WINDOW]
-
-
-def _check_throttle(request, username: str) -> None:
-    """429 while the user name or the address had too many failed logins within the window."""
-    now = time.time()
-    for key, limit in _throttle_keys(request, username):
-        failures = _recent_failures(key, now)
-        if len(failures) >= limit:
-            retry_after = max(1, math.ceil(failures[-limit] + settings.OAIO_LOGIN_WINDOW - now))
-            log.warning('login refused (throttled, %d failures) for user %r from %s', len(failures), username,
-                        request.META.get('REMOTE_ADDR'))
-            raise TooManyRequests(f'too many failed logins; try again in {retry_after} s', retry_after=retry_after)
-
-
-def _count_failure(request, username: str) -> None:
-    now = time.time()
-    for key, limit in _throttle_keys(request, username):
-        failures = _recent_failures(key, now)[-limit:] + [now]
-        cache.set(key, failures, timeout=math.ceil(settings.OAIO_LOGIN_WINDOW))
-    log.warning('login failed for user %r from %s', username, request.META.get('REMOTE_ADDR'))
-
-
 @endpoint(('POST',), anonymous=True)
 def login(request, ctx):
     body = _json_body(request)
@@ -105,12 +69,10 @@ def login(request, ctx):
     if not isinstance(username, str) or not isinstance(password, str):
         raise InvalidInput('login needs "username" and "password" strings')
     p.check_storable_text(username, 'username')
-    _check_throttle(request, username)
-    user = authenticate(request, username=username, password=password)
+    user = authenticate(request, username=username, password=password)     # throttled: see throttle.py
     if user is None:
-        _count_failure(request, username)
+        throttle.raise_if_throttled(request)
         raise NotAuthenticated('wrong user name or password')
-    cache.delete(_throttle_keys(request, username)[0][0])     # the user name's count; the address keeps its own
     django_login(request, user)
     ActionLog.objects.create(user=user, device_id=ctx.device_id, app_id=ctx.app_id, action='login')
     return {'username': user.username}
