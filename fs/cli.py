@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import errno
 import getpass
+import importlib.metadata
 import json
 import logging
 import os
@@ -298,6 +299,7 @@ def cmd_sync(args) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='oaio', description='Mount and sync oai objects.')
+    parser.add_argument('--version', action='version', version=f"oaio {importlib.metadata.version('oaio')}")
     commands = parser.add_subparsers(dest='command', required=True)
 
     mount = commands.add_parser('mount', help='mount your objects as a drive')

@@ -2,6 +2,7 @@
 import argparse
 import fcntl
 import getpass
+import importlib.metadata
 import os
 import sys
 
@@ -125,6 +126,7 @@ def manage(args) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='oaio-server', description='The oaio server.')
+    parser.add_argument('--version', action='version', version=f"oaio {importlib.metadata.version('oaio')}")
     commands = parser.add_subparsers(dest='command_name', required=True)
     data_help = 'data directory (database, blobs, secret key); default: $OAIO_DATA or ./oaio-data'
 
