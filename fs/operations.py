@@ -13,8 +13,10 @@ import importlib.metadata
 import logging
 import os
 import stat as stat_module
+from collections.abc import Sequence
 
 import pyfuse3
+from pyfuse3 import EntryAttributes, FileHandleT, FileNameT, FlagT, InodeT, ModeT, RequestContext, XAttrNameT
 
 from oaio.client import protocol as p
 
@@ -152,7 +154,7 @@ class Operations(pyfuse3.Operations):
             refuse(errno.ENOTDIR)
         return Node('path', parent.oaio_id, f'{parent.path}/{name}' if parent.path else name)
 
-    def _entry(self, node: Node, count_lookup: bool = True) -> pyfuse3.EntryAttributes:
+    def _entry(self, node: Node, count_lookup: bool = True) -> EntryAttributes:
         if node.kind == 'gone':
             inode = self.inodes.inode(node)
             st = os.fstat(self._detached[inode])
@@ -188,7 +190,7 @@ class Operations(pyfuse3.Operations):
     # lookups and attributes ----------------------------------------------------------------
 
     @handler
-    async def lookup(self, parent_inode, name, ctx=None):
+    async def lookup(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext | None = None) -> EntryAttributes:
         parent = self._node(parent_inode)
         name = os.fsdecode(name)
         if name == '.':
@@ -198,11 +200,11 @@ class Operations(pyfuse3.Operations):
         return self._entry(self._child(parent, name))
 
     @handler
-    async def getattr(self, inode, ctx=None):
+    async def getattr(self, inode: InodeT, ctx: RequestContext | None = None) -> EntryAttributes:
         return self._entry(self._node(inode), count_lookup=False)
 
     @handler
-    async def access(self, inode, mode, ctx):
+    async def access(self, inode: InodeT, mode: ModeT, ctx: RequestContext) -> bool:
         """access(2) and faccessat (``test -w``, vim's [readonly], rsync): the mode bits shown, as the
         kernel's own check would judge them, and no write access to what the layer would refuse (a
         read-only share), for root too."""
@@ -222,7 +224,8 @@ class Operations(pyfuse3.Operations):
         return mode & 0o7 & ~granted == 0
 
     @handler
-    async def setattr(self, inode, attr, fields, fh, ctx):
+    async def setattr(self, inode: InodeT, attr: EntryAttributes, fields: pyfuse3.SetattrFields,
+                      fh: FileHandleT | None, ctx: RequestContext | None) -> EntryAttributes:
         node = self._node(inode)
         if ctx is not None and ctx.uid != 0 and (
                 fields.update_uid and attr.st_uid != self._owner[0]
@@ -247,7 +250,7 @@ class Operations(pyfuse3.Operations):
         return self._entry(node, count_lookup=False)
 
     @staticmethod
-    def _set_detached(path: str, attr, fields) -> None:
+    def _set_detached(path: str, attr: EntryAttributes, fields: pyfuse3.SetattrFields) -> None:
         if fields.update_size:
             os.truncate(path, attr.st_size)
         if fields.update_mode:
@@ -257,7 +260,7 @@ class Operations(pyfuse3.Operations):
             os.utime(path, ns=(attr.st_atime_ns if fields.update_atime else st.st_atime_ns,
                                attr.st_mtime_ns if fields.update_mtime else st.st_mtime_ns))
 
-    async def forget(self, inode_list):
+    async def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:
         for inode, count in inode_list:
             self.inodes.forget(inode, count)
             if self.inodes.node(inode) is None:
@@ -266,7 +269,7 @@ class Operations(pyfuse3.Operations):
                 os.close(self._detached.pop(inode))
 
     @handler
-    async def statfs(self, ctx):
+    async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
         stats = os.statvfs(self.layer.cache_root)
         result = pyfuse3.StatvfsData()
         for name in ('f_bsize', 'f_frsize', 'f_blocks', 'f_bfree', 'f_bavail', 'f_files', 'f_ffree', 'f_favail'):
@@ -277,7 +280,7 @@ class Operations(pyfuse3.Operations):
     # directories ---------------------------------------------------------------------------
 
     @handler
-    async def opendir(self, inode, ctx):
+    async def opendir(self, inode: InodeT, ctx: RequestContext) -> pyfuse3.FileInfo | FileHandleT:
         node = self._node(inode)
         listing = [(os.fsencode(name), child) for name, child in self.layer.list_directory(node)]
         number = self._new_handle(Handle(node))
@@ -292,7 +295,7 @@ class Operations(pyfuse3.Operations):
         return number
 
     @handler
-    async def readdir(self, fh, start_id, token):
+    async def readdir(self, fh: FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         listing = self._listings[fh]
         for index in range(start_id, len(listing)):
             name, child = listing[index]
@@ -308,24 +311,25 @@ class Operations(pyfuse3.Operations):
                 return                                      # not sent: the kernel did not look it up
             self.inodes.looked_up(entry.st_ino)
 
-    async def releasedir(self, fh):
+    async def releasedir(self, fh: FileHandleT) -> None:
         self._listings.pop(fh, None)
         self._handles.pop(fh, None)
 
     @handler
-    async def mkdir(self, parent_inode, name, mode, ctx):
+    async def mkdir(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, ctx: RequestContext) -> EntryAttributes:
         parent = self._node(parent_inode)
         return self._entry(await self.layer.mkdir(parent, check_new_name(name), mode))
 
     @handler
-    async def rmdir(self, parent_inode, name, ctx):
+    async def rmdir(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
         parent = self._node(parent_inode)
         node = self._child(parent, os.fsdecode(name))
         await self.layer.rmdir(node)
         self._detach(node, -1)
 
     @handler
-    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+    async def rename(self, parent_inode_old: InodeT, name_old: FileNameT, parent_inode_new: InodeT,
+                     name_new: FileNameT, flags: FlagT, ctx: RequestContext) -> None:
         if flags:
             refuse(errno.EINVAL)            # RENAME_EXCHANGE / RENAME_NOREPLACE are not supported
         old = self._child(self._node(parent_inode_old), os.fsdecode(name_old))
@@ -346,7 +350,7 @@ class Operations(pyfuse3.Operations):
             os.close(fd)
 
     @handler
-    async def unlink(self, parent_inode, name, ctx):
+    async def unlink(self, parent_inode: InodeT, name: FileNameT, ctx: RequestContext) -> None:
         node = self._child(self._node(parent_inode), os.fsdecode(name))
         fd = self._hold(node, unlinking=True)
         try:
@@ -359,17 +363,19 @@ class Operations(pyfuse3.Operations):
             self._detach(node, fd)
 
     @handler
-    async def symlink(self, parent_inode, name, target, ctx):
+    async def symlink(self, parent_inode: InodeT, name: FileNameT, target: FileNameT,
+                      ctx: RequestContext) -> EntryAttributes:
         refuse(errno.EPERM, 'symbolic links cannot be synchronized')
 
     @handler
-    async def link(self, inode, new_parent_inode, new_name, ctx):
+    async def link(self, inode: InodeT, new_parent_inode: InodeT, new_name: FileNameT,
+                   ctx: RequestContext) -> EntryAttributes:
         refuse(errno.EPERM, 'hard links cannot be synchronized')
 
     # files ---------------------------------------------------------------------------------
 
     @handler
-    async def open(self, inode, flags, ctx):
+    async def open(self, inode: InodeT, flags: FlagT, ctx: RequestContext) -> pyfuse3.FileInfo:
         node = self._node(inode)
         writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND)
         if writing and node.kind != 'gone':
@@ -392,7 +398,8 @@ class Operations(pyfuse3.Operations):
         return info
 
     @handler
-    async def create(self, parent_inode, name, mode, flags, ctx):
+    async def create(self, parent_inode: InodeT, name: FileNameT, mode: ModeT, flags: FlagT,
+                     ctx: RequestContext) -> tuple[pyfuse3.FileInfo, EntryAttributes]:
         parent = self._node(parent_inode)
         # a new name at the root is no object yet: the layer refuses the plain file (EPERM), not ENOENT
         node = Node('object') if parent.kind == 'root' else self._child(parent, check_new_name(name))
@@ -411,14 +418,14 @@ class Operations(pyfuse3.Operations):
         return info, entry
 
     @handler
-    async def read(self, fh, offset, size):
+    async def read(self, fh: FileHandleT, offset: int, size: int) -> bytes:
         handle = self._handles[fh]
         if handle.text is not None:
             return bytes(handle.text[offset:offset + size])
         return os.pread(handle.fd, size, offset)
 
     @handler
-    async def write(self, fh, offset, data):
+    async def write(self, fh: FileHandleT, offset: int, data: bytes) -> int:
         handle = self._handles[fh]
         handle.modified = True
         if handle.text is not None:
@@ -434,14 +441,14 @@ class Operations(pyfuse3.Operations):
         return written
 
     @handler
-    async def flush(self, fh):
+    async def flush(self, fh: FileHandleT) -> None:
         handle = self._handles[fh]
         if handle.text is not None and not handle.text:
             return      # '> values.json' truncates and closes a duplicate fd before anything is written
         await self._commit(handle)
 
     @handler
-    async def fsync(self, fh, datasync):
+    async def fsync(self, fh: FileHandleT, datasync: bool) -> None:
         handle = self._handles[fh]
         if handle.fd >= 0:
             os.fsync(handle.fd)
@@ -460,7 +467,7 @@ class Operations(pyfuse3.Operations):
             refuse(errno.EINVAL)
 
     @handler
-    async def release(self, fh):
+    async def release(self, fh: FileHandleT) -> None:
         handle = self._handles.pop(fh)
         if handle.fd >= 0:
             os.close(handle.fd)
@@ -470,7 +477,7 @@ class Operations(pyfuse3.Operations):
     # extended attributes -------------------------------------------------------------------
 
     @handler
-    async def getxattr(self, inode, name, ctx):
+    async def getxattr(self, inode: InodeT, name: XAttrNameT, ctx: RequestContext) -> bytes:
         if not name.startswith(b'user.'):
             # ACLs (system.*), security labels (security.*), trusted.*: not supported, and saying so
             # (rather than "no such attribute") lets ls -l, cp -a and rsync -X stop asking per file.
@@ -487,13 +494,13 @@ class Operations(pyfuse3.Operations):
         return self.layer.xattr(node, name.rsplit('.', 1)[-1]).encode()
 
     @handler
-    async def listxattr(self, inode, ctx):
+    async def listxattr(self, inode: InodeT, ctx: RequestContext) -> Sequence[XAttrNameT]:
         node = self._node(inode)
         names = ROOT_XATTRS if node.kind == 'root' else XATTRS
         return [name.encode() for name in names]
 
     @handler
-    async def setxattr(self, inode, name, value, ctx):
+    async def setxattr(self, inode: InodeT, name: XAttrNameT, value: bytes, ctx: RequestContext) -> None:
         node = self._node(inode)
         if node.kind != 'object' or os.fsdecode(name) != SHARE_XATTR:
             refuse(errno.ENOTSUP)
@@ -501,7 +508,7 @@ class Operations(pyfuse3.Operations):
         await self.layer.share(node.oaio_id, user, right)
 
     @handler
-    async def removexattr(self, inode, name, ctx):
+    async def removexattr(self, inode: InodeT, name: XAttrNameT, ctx: RequestContext) -> None:
         refuse(errno.ENOTSUP)
 
 
