@@ -13,13 +13,11 @@ from django.core.asgi import get_asgi_application  # noqa: E402  (needs the sett
 
 django_application = get_asgi_application()
 
-from .downloads import download_app, file_address  # noqa: E402  (needs Django set up)
+from . import health, longpoll, metrics  # noqa: E402  (need Django set up)
+from .downloads import download_app, file_address  # noqa: E402
 from .errors import Unavailable  # noqa: E402
 from .front import guarded, send_error  # noqa: E402
-from .health import PATH as HEALTH_PATH, health_app  # noqa: E402
-from .longpoll import PATH as CHANGES_PATH, changes_app  # noqa: E402
 from .uploads import upload_app  # noqa: E402
-
 
 log = logging.getLogger('oaio.server')
 
@@ -27,10 +25,12 @@ log = logging.getLogger('oaio.server')
 def _route(scope) -> tuple[str, callable]:
     """The kind of an HTTP request's route (few values: a metrics label) and the app that answers it."""
     path = scope['path']
-    if path == CHANGES_PATH:
-        return 'changes', changes_app
-    if path == HEALTH_PATH:
-        return 'healthz', health_app
+    if path == longpoll.PATH:
+        return 'changes', longpoll.changes_app
+    if path == health.PATH:
+        return 'healthz', health.health_app
+    if path == metrics.PATH:
+        return 'metrics', metrics.metrics_app
     if (address := file_address(scope)) is not None and scope['method'] in ('GET', 'PUT'):
         if scope['method'] == 'GET':
             return 'files-get', functools.partial(download_app, address=address)
@@ -40,9 +40,19 @@ def _route(scope) -> tuple[str, callable]:
 
 
 async def application(scope, receive, send):
-    """Route ``api/changes/`` to the long-poll app, ``healthz`` to the health check, GETs of
+    """Route ``api/changes/`` to the long-poll app, ``healthz`` and ``metrics`` to theirs, GETs of
     ``api/files/…`` to the download app, PUTs there to the upload app, and everything else through
-    the body gate to Django."""
+    the body gate to Django; count every HTTP request in the metrics."""
+    if scope['type'] != 'http':
+        await _serve(django_application, scope, receive, send)
+        return
+    route, app = _route(scope)
+    with metrics.measured(scope['method'], route, send) as measured_send:
+        await _serve(app, scope, receive, measured_send)
+
+
+async def _serve(app, scope, receive, send):
+    """Let ``app`` answer; a full disk before any answer is a 507, a shutdown cutting it off a 503."""
     started = False
 
     async def tracked_send(message):
@@ -52,11 +62,7 @@ async def application(scope, receive, send):
         await send(message)
 
     try:
-        if scope['type'] == 'http':
-            _, app = _route(scope)
-            await app(scope, receive, tracked_send)
-        else:
-            await django_application(scope, receive, tracked_send)
+        await app(scope, receive, tracked_send)
     except OSError as exc:
         # the disk is full while Django spools the request body (before any view runs): a clear
         # 507 the client retries, not a 500 with a traceback (errors.py does the same for views)

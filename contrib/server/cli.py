@@ -37,6 +37,12 @@ def _parse_bind(bind: str) -> tuple[str, int]:
     return host.strip('[]'), int(port)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f'must be a whole number of at least 1, got {text!r}')
+    return int(text)
+
+
 def serve(args) -> int:
     """Migrate the data directory if needed, then serve with uvicorn until SIGTERM/SIGINT."""
     host, port = _parse_bind(args.bind)
@@ -46,47 +52,20 @@ def serve(args) -> int:
 
     import uvicorn
     from django.conf import settings
-    # request bodies are spooled to disk by Django's ASGI handler: keep them on the data disk
-    tempfile.tempdir = str(settings.TMP_DIR)
+
+    from . import serving
+    # request bodies are spooled to disk by Django's ASGI handler: keep them on the data disk (TMPDIR
+    # for the worker processes of --workers, which start afresh)
+    tempfile.tempdir = os.environ['TMPDIR'] = str(settings.TMP_DIR)
+    line_format = settings.LOGGING['formatters']['plain']['format']     # uvicorn's lines as the oaio loggers'
     # X-Forwarded-For/-Proto only from configured proxies: uvicorn's default believes them from
     # 127.0.0.1, so any local process could pose as any client address to the login throttle
     config = uvicorn.Config('oaio.server.asgi:application', host=host, port=port, lifespan='off',
                             log_level=args.log_level, access_log=args.access_log, timeout_graceful_shutdown=3,
                             proxy_headers=bool(settings.OAIO_TRUSTED_PROXIES),
-                            forwarded_allow_ips=settings.OAIO_TRUSTED_PROXIES or None)
-    server = _uvicorn_server(config)
-    server.run()
-    return 0 if server.started else 3       # 3: uvicorn's exit status for a failed startup
-
-
-def _uvicorn_server(config):
-    """A uvicorn server whose SIGTERM/SIGINT answers waiting long polls at once and exits with 0.
-
-    Plain uvicorn lets long polls wait out the graceful-shutdown timeout, then cancels them (their
-    clients see a dropped connection, the log an error), and re-raises the signal after a clean
-    shutdown, so that a requested stop ended with status -15 instead of 0.
-    """
-    import contextlib
-    import signal
-
-    import uvicorn
-
-    from .notify import watcher
-
-    class Server(uvicorn.Server):
-        def handle_exit(self, sig, frame):
-            super().handle_exit(sig, frame)
-            watcher.close_threadsafe()
-
-        @contextlib.contextmanager
-        def capture_signals(self):
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in original.items():
-                    signal.signal(sig, handler)
-    return Server(config)
+                            forwarded_allow_ips=settings.OAIO_TRUSTED_PROXIES or None,
+                            workers=args.workers, log_config=serving.log_config(line_format))
+    return serving.run(config)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -135,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument('--bind', default=DEFAULT_BIND, help=f'HOST:PORT to listen on (default {DEFAULT_BIND})')
     serve_cmd.add_argument('--log-level', default='info', choices=['critical', 'error', 'warning', 'info', 'debug'])
     serve_cmd.add_argument('--no-access-log', dest='access_log', action='store_false', help='do not log requests')
+    serve_cmd.add_argument('--workers', type=_positive, default=1,
+                           help='worker processes, each with its own event loop and threads (default 1)')
     serve_cmd.set_defaults(func=serve)
 
     adduser_cmd = commands.add_parser('adduser', help='add a user')

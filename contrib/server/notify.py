@@ -250,6 +250,10 @@ class ChangeWatcher:
             if not waiting:
                 self._events.pop(user_id, None)
 
+    def waiting(self) -> int:
+        """Long polls of this process now waiting (call it in the event loop)."""
+        return sum(len(events) for events in self._events.values())
+
     def poke_threadsafe(self) -> None:
         """Look for new changes now (called after a commit, from any thread)."""
         with self._lock:

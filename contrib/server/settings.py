@@ -16,6 +16,7 @@ Configuration comes from the environment, so that ``oaio-server serve --data DIR
   throttling (see throttle.py).
 - ``OAIO_FEED_FALLBACK_INTERVAL``: on PostgreSQL, seconds between the change watcher's looks for commits of
   other server processes while it receives their notifications (see notify.py); default 5.
+- ``OAIO_METRICS_ALLOW``: comma-separated addresses (or networks) that may read ``/metrics``; default loopback.
 """
 import json
 import os
@@ -128,6 +129,9 @@ OAIO_FEED_POLL_INTERVAL = 0.05                      # seconds between checks for
 OAIO_FEED_FALLBACK_INTERVAL = float(os.environ.get('OAIO_FEED_FALLBACK_INTERVAL', 5))
 OAIO_DEFAULT_STORAGE_HOST = 'oaio'                  # this server itself
 OAIO_STORAGE_HOSTS = json.loads(os.environ.get('OAIO_STORAGE_HOSTS', '{}'))
+# who may read /metrics (metrics.py): its counts tell how busy the server is and how much it holds
+OAIO_METRICS_ALLOW = [entry.strip() for entry in os.environ.get('OAIO_METRICS_ALLOW', '127.0.0.0/8,::1').split(',')
+                      if entry.strip()]
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = 'Lax'

@@ -26,6 +26,11 @@ FLUSH_BYTES = 1024 * 1024       # body bytes gathered before one hop to a thread
 _in_progress: Counter = Counter()  # user id → uploads of this process now reading a body
 
 
+def in_progress() -> int:
+    """Uploads of this process now reading a body, of all users (call it in the event loop)."""
+    return sum(_in_progress.values())
+
+
 def _admit(scope, address: dict) -> tuple:
     """Everything checked before the body is read; returns (user, oaio_id, stamp, path, sha256)."""
     request = front.authenticated_request(scope, csrf=True)

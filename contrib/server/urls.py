@@ -1,11 +1,11 @@
-"""URLs: the API under api/ (see docs/protocol.md) and the Django admin under admin/.
+"""URLs: the API under api/ (see docs/protocol.md), the Django admin under admin/, and the front page.
 
 ``api/changes/`` is served by :mod:`oaio.server.longpoll` in front of Django (see asgi.py).
 """
 from django.contrib import admin
 from django.urls import include, path, re_path
 
-from . import views
+from . import pages, views
 
 handler400 = 'oaio.server.errors.bad_request'
 handler403 = 'oaio.server.errors.forbidden'
@@ -29,6 +29,7 @@ api = [
 ]
 
 urlpatterns = [
+    path('', pages.home),
     path('admin/', admin.site.urls),
     path('api/', include(api)),
 ]
