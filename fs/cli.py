@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import socket
 import stat
 import subprocess
 import sys
@@ -167,6 +168,7 @@ def _run_mount(client, mountpoint: str, ready_write: int) -> int:
             log.info('mounted %s on %s', client.server_url, mountpoint)
             os.write(ready_write, b'ready')
             os.close(ready_write)
+            notify_systemd('READY=1')
 
     try:
         trio.run(main)
@@ -181,6 +183,24 @@ def _run_mount(client, mountpoint: str, ready_write: int) -> int:
         client.close()
     log.info('unmounted %s', mountpoint)
     return 0
+
+
+def notify_systemd(state: str) -> None:
+    """Tell systemd how the mount is (``READY=1``) when a ``Type=notify`` unit started it.
+
+    The whole of sd_notify that a service needs is this: one datagram to the socket named by
+    $NOTIFY_SOCKET (``@`` for an abstract one). Ten lines, so no library for it.
+    """
+    address = os.environ.get('NOTIFY_SOCKET')
+    if not address:
+        return
+    if address.startswith('@'):
+        address = '\0' + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.sendto(state.encode(), address)
+    except OSError as exc:
+        log.warning('cannot tell systemd %s: %s', state, exc)
 
 
 def cmd_umount(args) -> int:
