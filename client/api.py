@@ -176,8 +176,9 @@ class ServerApi:
 
     def missing_blobs(self, hashes: list[str]) -> set[str]:
         missing: set[str] = set()
-        for start in range(0, len(hashes), 1000):
-            answer = self.json('post', 'blobs/missing/', 'blob check', json={'sha256': hashes[start:start + 1000]})
+        for start in range(0, len(hashes), p.MAX_MISSING_HASHES):
+            batch = hashes[start:start + p.MAX_MISSING_HASHES]
+            answer = self.json('post', 'blobs/missing/', 'blob check', json={'sha256': batch})
             missing.update(answer['missing'])
         return missing
 

@@ -55,6 +55,7 @@ MAX_VALUES_BYTES = 8 * MiB      # values.json as the mount shows it (pretty-prin
 # _file_paths (not in values.json) and the request's other fields.
 MAX_REQUEST_BODY_BYTES = 2 * 3 * MAX_VALUES_BYTES + 16 * MiB
 CHUNK_BYTES = MiB               # files are read, sent and received in pieces of this size
+MAX_MISSING_HASHES = 1000       # sha256 hashes in one blobs/missing/ question (the client asks in batches)
 
 VALUES_FILE = 'values.json'     # the values in an object's folder (mount) and in conflict copies
 FILES_FOLDER = 'filez'          # the attached files of each object, under the client's root
