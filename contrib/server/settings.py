@@ -122,6 +122,8 @@ WHITENOISE_AUTOREFRESH = False
 FILE_UPLOAD_TEMP_DIR = TMP_DIR
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024       # JSON request bodies
 OAIO_MAX_FILE_BYTES = int(os.environ.get('OAIO_MAX_FILE_BYTES', 64 * 1024 ** 3))
+# file uploads of one user reading their body at once in one server process; more get 429 + Retry-After
+OAIO_MAX_UPLOADS_PER_USER = int(os.environ.get('OAIO_MAX_UPLOADS_PER_USER', '32'))
 OAIO_FEED_PAGE = 1000                               # changes per change-feed answer
 OAIO_FEED_MAX_WAIT = 60.0                           # seconds a long poll may wait
 OAIO_FEED_POLL_INTERVAL = 0.05                      # seconds between checks for commits of other processes
