@@ -36,3 +36,17 @@ def test_the_server_system_unit_verifies(tmp_path):
         unit = unit.replace(f'ExecStart={SERVER_COMMAND} ', f'ExecStart={installed} ')
     (tmp_path / 'oaio-server.service').write_text(unit)
     assert verify('verify', '--man=no', str(tmp_path / 'oaio-server.service')) == ''
+
+
+def test_the_mount_units_header_writes_a_configuration_systemd_reads_as_meant(tmp_path):
+    """systemd takes an EnvironmentFile's lines as they are: no %h, no comment after a value."""
+    header = [line[4:] for line in (UNITS / 'oaio-mount@.service').read_text().splitlines() if line.startswith('#   ')]
+    start = next(i for i, line in enumerate(header) if line.startswith('cat > ~/.config/oaio/home.conf'))
+    script = '\n'.join(['mkdir -p ~/.config/oaio', *header[start:header.index('CONF', start) + 1]])
+    subprocess.run(['bash', '-euc', script], check=True, env=dict(os.environ, HOME=str(tmp_path)))
+    written = (tmp_path / '.config' / 'oaio' / 'home.conf').read_text()
+    settings = dict(line.split('=', 1) for line in written.splitlines())
+    assert set(settings) == {'OAIO_SERVER', 'OAIO_MOUNTPOINT', 'OAIO_USER', 'OAIO_PASSWORD_FILE'}
+    assert settings['OAIO_MOUNTPOINT'] == f'{tmp_path}/oaio'
+    assert settings['OAIO_PASSWORD_FILE'] == f'{tmp_path}/.config/oaio/home.password'
+    assert not any('%' in value or '#' in value or ' ' in value for value in settings.values()), settings
