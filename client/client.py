@@ -14,14 +14,14 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 from urllib.parse import quote
 
 from . import protocol as p
 from .api import ServerApi
-from .errors import AccessDenied, OaioError, OfflineError
-from .model import OaiObject, object_id
-from .store import LAST_SYNC_STAMP_FILE, LocalStore, ObjectRecord, make_private_dirs
+from .errors import AccessDenied, InvalidServerData, OaioError, OfflineError, refined
+from .model import MANAGED_KEYS, OaiObject, object_id, user_values
+from .store import LAST_SYNC_STAMP_FILE, LocalStore, ObjectRecord, folder_files, make_private_dirs
 from .sync import SyncEngine, new_stamp
 
 __all__ = ['OaioClient', 'LAST_SYNC_STAMP_FILE', 'DEFAULT_STORAGE_HOST']
@@ -58,7 +58,7 @@ class OaioClient:
 
     def __init__(self, host: str, credentials: dict[str, str], app_id: str = '', device_id: str = '',
                  csh_default_id: str = DEFAULT_STORAGE_HOST, client_root: str = '{usr}/oaio_root/',
-                 auto_sync: bool = True):
+                 auto_sync: bool = True, ignore_file: Callable[[str], bool] | None = None):
         """Open the local store in ``client_root`` (exclusively) and prepare the server session.
 
         :param host: ``host[:port]`` (http for localhost/127.0.0.1, else https) or a full URL.
@@ -69,6 +69,8 @@ class OaioClient:
         :param client_root: cache folder; ``{usr}``, ``{home}``, ``{cwd}`` and ``~`` are expanded.
         :param auto_sync: synchronize after every change, as the original does; the mount turns it off
             and runs its own sync task.
+        :param ignore_file: true for the relative paths of files never to attach (the mount's editor
+            temp files); folder scans leave them out.
         """
         if not isinstance(credentials, dict) or not isinstance(credentials.get('username'), str) \
                 or not credentials['username'] or not isinstance(credentials.get('password'), str):
@@ -79,20 +81,23 @@ class OaioClient:
         self.csh_default_id = p.check_csh_id(csh_default_id)
         self.client_root = expand_path(client_root)
         self.auto_sync = auto_sync
+        self._ignore_file = ignore_file
         self._error_message = ''
         self._lock = threading.RLock()
         self._store = LocalStore(self.client_root)
         self._api = ServerApi(host, self.user_name, credentials['password'], self.device_id, self.app_id)
         self._engine = SyncEngine(self._store, self._api, self.device_id)
-        self._watch_api: ServerApi | None = None
+        self._watch_api: ServerApi | None = None          # the long poll's session
+        self._side_api: ServerApi | None = None           # sharing's session (see share)
+        self._side_lock = threading.Lock()
         self.online = False         # did the last contact with the server succeed?
 
     # lifecycle ------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Log out, close the HTTP sessions and release ``client_root``."""
-        with self._lock:
-            for api in (self._api, self._watch_api):
+        with self._lock, self._side_lock:
+            for api in (self._api, self._watch_api, self._side_api):
                 if api is not None:
                     api.close()
             self._store.close()
@@ -154,20 +159,111 @@ class OaioClient:
             record = self._engine.records.get(oaio_id)
             return copy.deepcopy(record.obj) if record else None
 
-    def refresh_files(self, oaio_id: str, file_paths: list[str]) -> bool:
-        """Take the object's current files: set ``_file_paths`` and make a new local version if the
-        list or any file's content changed (content compared by sha256). True if it did."""
+    # files changed from outside ---------------------------------------------------------------
+    # Whoever writes an object's files in place (the mount) says which paths it changed; the
+    # client then looks at those paths only, never walks the object, and hashes only files whose
+    # size or mtime changed. A path may name a file or a folder (then every file under it).
+
+    def note_changed(self, oaio_id: str, path: str) -> bool:
+        """The file or folder at ``path`` was written, created or removed: take what is there now (a
+        file, every file under a folder, nothing if it is gone). True if a new local version was made."""
+        return self.take_file_changes(oaio_id, [path])
+
+    def note_removed(self, oaio_id: str, path: str) -> bool:
+        """The file or folder at ``path`` is gone: detach it (every file under a folder)."""
+        return self.take_file_changes(oaio_id, [path])
+
+    def note_renamed(self, oaio_id: str, old: str, new: str) -> bool:
+        """A file or folder moved from ``old`` to ``new`` within the object: its files keep their
+        hashes (none is hashed again unless its content changed too)."""
+        return self.take_file_changes(oaio_id, [old, new], renamed=[(old, new)])
+
+    def take_file_changes(self, oaio_id: str, paths: list[str], renamed: list[tuple[str, str]] = ()) -> bool:
+        """A batch of the above: ``renamed`` moves (old, new), in the order they happened, ``paths``
+        every path changed, created, removed or renamed from or to (checked on disk as they are now).
+        Makes one new local version if the attached files or their contents changed; True if it did."""
         with self._lock:
             record = self._record(oaio_id)
-            before = {path: cached[2] for path, cached in record.hashes.items() if cached}
-            paths = sorted(p.check_file_paths(list(file_paths)))
-            if paths == record.obj.file_paths:
-                manifest = self._engine.local_manifest(record, strict=False)
-                if all(before.get(path) == entry['sha256'] for path, entry in manifest.items()) \
-                        and set(manifest) == set(paths):
-                    return False
-            self.update_object(oaio_id, {p.FILE_PATHS_KEY: paths})
+            for old, new in renamed:
+                _move_hashes(record.hashes, p.check_relative_path(old), p.check_relative_path(new))
+            known = record.obj.file_paths
+            files = set(known)
+            changed = False
+            for path in dict.fromkeys(paths):
+                changed |= self._take_path(record, files, p.check_relative_path(path))
+            if not changed:
+                return False
+            for path in files.difference(known):        # the others were checked when they came
+                p.check_relative_path(path)
+            self._new_file_list(record, sorted(files))
             return True
+
+    def rescan_files(self, oaio_id: str) -> bool:
+        """Walk the whole files folder of the object and take what changed (for changes nobody
+        noted, e.g. of a mount that was killed). True if a new local version was made."""
+        with self._lock:
+            record = self._record(oaio_id)
+            now = set(folder_files(self._store.files_root(record), self._ignore_file))
+            if not self._take_files(record, set(record.obj.file_paths), now):
+                return False
+            self._new_file_list(record, p.check_file_paths(sorted(now)))
+            return True
+
+    def _new_file_list(self, record: ObjectRecord, paths: list[str]) -> None:
+        """A new local version with the attached files ``paths`` (checked by the caller: the full
+        check of update_object costs more than the rest of a one-file change of a big object)."""
+        self._check_writable(record)
+        if len(paths) > p.MAX_FILE_PATHS:
+            raise p.ProtocolError(f'{p.FILE_PATHS_KEY} lists {len(paths)} paths, the limit is {p.MAX_FILE_PATHS}')
+        record.obj.client_values = {**record.obj.client_values, p.FILE_PATHS_KEY: paths}
+        record.obj.client_stamp = new_stamp(record.obj.client_stamp)
+        self._engine.save_record(record)
+        self._after_change()
+
+    def _take_path(self, record: ObjectRecord, files: set[str], path: str) -> bool:
+        """Bring ``files`` up to date at ``path``; whether anything there changed."""
+        full = self._store.file_path(record, path)
+        now: set[str] = set()
+        if full.is_dir() and not full.is_symlink():
+            now = {f'{path}/{inner}' for inner in folder_files(full, self._ignore_file_under(path))}
+        elif full.is_file() and not full.is_symlink() and not (self._ignore_file and self._ignore_file(path)):
+            now = {path}
+        if path in files or now == {path}:
+            before = {path} & files
+        else:                                   # a folder (or what was one): the files under it
+            inside = path + '/'
+            before = {known for known in files if known.startswith(inside)}
+        files.difference_update(before)
+        files.update(now)
+        return self._take_files(record, before, now)
+
+    def _take_files(self, record: ObjectRecord, before: set[str], now: set[str]) -> bool:
+        """Whether going from the attached files ``before`` to the files on disk ``now`` is a change:
+        other paths, or content other than last hashed or (with no version pending) than synced."""
+        if before != now:
+            for path in now:
+                self._engine.file_entry(record, path)       # hashed while the lock is held anyway
+            return True
+        changed = False
+        for path in now:
+            known = (record.hashes.get(path) or [None] * 3)[2]
+            entry = self._engine.file_entry(record, path)
+            synced = (record.base_files.get(path) or {}).get('sha256')
+            if entry is None or entry['sha256'] != known or (not record.obj.pending and entry['sha256'] != synced):
+                changed = True
+        return changed
+
+    def _ignore_file_under(self, folder: str):
+        ignore = self._ignore_file
+        return (lambda inner: ignore(f'{folder}/{inner}')) if ignore else None
+
+    def replace_values(self, oaio_id: str, values: dict, stamp: str = '') -> OaiObject:
+        """Make ``values`` the object's values, except the keys the client manages itself
+        (:data:`~oaio.client.model.MANAGED_KEYS`), which keep theirs whatever ``values`` holds."""
+        with self._lock:
+            current = self._record(oaio_id).obj.client_values
+            kept = {key: current[key] for key in MANAGED_KEYS if key in current}
+            return self.update_object(oaio_id, user_values(values) | kept, stamp=stamp, reset=True)
 
     def owner_of(self, oaio_id: str) -> str:
         """The user who registered the object ('' if not known yet)."""
@@ -204,18 +300,30 @@ class OaioClient:
     def wait_for_remote_changes(self, timeout: float = 30.0) -> list[str]:
         """Long-poll the server for up to ``timeout`` seconds; apply what changed and return the
         changed object ids ([] on timeout). Raises OfflineError/AuthenticationError."""
+        news = self.wait_for_news(timeout)
+        return self.apply_news(news) if news is not None else []
+
+    def wait_for_news(self, timeout: float = 30.0) -> dict | None:
+        """Long-poll the change feed for up to ``timeout`` seconds, applying nothing: what changed,
+        for :meth:`apply_news`, or None. The lock is held only to read the cursor, not while waiting.
+        Raises OfflineError/AuthenticationError."""
         with self._lock:
             cursor = self._engine.state['cursor']
             if self._watch_api is None:
                 self._watch_api = ServerApi(self._api.url, self.user_name, self._api._password,
                                             self.device_id, self.app_id)
-        answer = self._watch_api.changes(cursor, wait=timeout)      # outside the lock: it waits
+        answer = self._watch_api.changes(cursor, wait=timeout)
         if not answer.get('changes') and answer.get('cursor') == cursor:
-            return []
+            return None
+        return {'since': cursor, 'answer': answer}
+
+    def apply_news(self, news: dict) -> list[str]:
+        """Apply what :meth:`wait_for_news` found (or, if a sync moved the cursor meanwhile, what
+        changed since); the ids of the objects that changed."""
         with self._lock:
-            if self._engine.state['cursor'] != cursor:              # someone synced meanwhile
+            if self._engine.state['cursor'] != news['since']:
                 return self._engine.pull()
-            return self._engine.pull(first_answer=answer)
+            return self._engine.pull(first_answer=news['answer'])
 
     def _after_change(self) -> None:
         if self.auto_sync:
@@ -270,7 +378,7 @@ class OaioClient:
         folder = Path(expand_path(root_path))
         if not folder.is_dir():
             raise p.ProtocolError(f'register_folder(): {root_path!r} is not a folder')
-        values = {p.ROOT_PATH_KEY: root_path, p.FILE_PATHS_KEY: _folder_files(folder)}
+        values = {p.ROOT_PATH_KEY: root_path, p.FILE_PATHS_KEY: folder_files(folder, self._ignore_file)}
         return self.register_object(values, stamp=stamp, csh_id=csh_id, local_root=str(folder))
 
     # updating -------------------------------------------------------------------------------
@@ -318,7 +426,7 @@ class OaioClient:
             self._check_writable(record)                # before local_root changes
             if root_path:
                 record.local_root = expand_path(root_path)
-            values = {p.FILE_PATHS_KEY: _folder_files(self._store.files_root(record))}
+            values = {p.FILE_PATHS_KEY: folder_files(self._store.files_root(record), self._ignore_file)}
             if root_path:
                 values[p.ROOT_PATH_KEY] = root_path
             return self.update_object(oaio_id, values, stamp=stamp)
@@ -360,31 +468,63 @@ class OaioClient:
         return self._subscribe(oaio_id, user_name, p.check_access_right(access_right)) or 0
 
     def _subscribe(self, oaio_id: str, user_name: str, right: str) -> Optional[int]:
-        p.check_oaio_id(oaio_id)
-        if not isinstance(user_name, str) or not user_name:
-            raise p.ProtocolError('user_name must be a non-empty string')
-        with self._lock:
-            self.error_message = ''
-            answer = self._call('post', 'subscribe/', f'subscription of {user_name!r} to {oaio_id!r}',
-                                json={'oaio_id': oaio_id, 'username': user_name, 'access_right': right})
-            if answer is None:
-                return None
-            if right == p.NO_RIGHT and user_name == self.user_name and oaio_id in self._engine.records:
-                self._drop_local(oaio_id, wipe_files=not self._engine.records[oaio_id].local_root)
-            return answer.get('Pid', 0)
+        self.error_message = ''
+        try:
+            subscription = self.share(oaio_id, user_name, right)
+        except OaioError as exc:
+            self.error_message = str(exc)
+            return None
+        if right == p.NO_RIGHT and user_name == self.user_name:
+            with self._lock:
+                if oaio_id in self._engine.records:
+                    self._drop_local(oaio_id, wipe_files=not self._engine.records[oaio_id].local_root)
+        return subscription
 
     def userz_access(self, oaio_id: str) -> list[dict[str, str]]:
         """Users and their rights for ``oaio_id`` (sorted: C, D, U, r, then name); for an unknown id
         every user with 'x'; [] on error."""
+        try:
+            return self.access_list(oaio_id)
+        except OaioError as exc:
+            self.error_message = str(exc)
+            return []
+
+    # sharing, raising ---------------------------------------------------------------------------
+    # These ask the server at once, on a session of their own and without the client's lock, so they
+    # never wait for a sync (the mount's extended attributes call them from a handler).
+
+    def share(self, oaio_id: str, user_name: str, right: str) -> int:
+        """Give ``user_name`` the ``right`` to ``oaio_id`` ('x' removes it; one's own 'x' unsubscribes: the
+        next sync drops the object here); returns the subscription id. Raises :class:`OaioError` subclasses:
+        :class:`AccessDenied` (403), :class:`NotFound` (404), :class:`OfflineError`, …"""
+        p.check_oaio_id(oaio_id)
+        p.check_access_right(right)
+        if not isinstance(user_name, str) or not user_name:
+            raise p.ProtocolError('user_name must be a non-empty string')
+        answer = self._side_request('post', 'subscribe/', f'subscription of {user_name!r} to {oaio_id!r}',
+                                    json={'oaio_id': oaio_id, 'username': user_name, 'access_right': right})
+        return answer.get('Pid', 0) if isinstance(answer, dict) else 0
+
+    def access_list(self, oaio_id: str) -> list[dict[str, str]]:
+        """The users of ``oaio_id`` with their rights, sorted (C, D, U, r, then name); raises like :meth:`share`."""
         if oaio_id:
             p.check_oaio_id(oaio_id)
         slug = 'user_subz/' + quote(oaio_id or '_not__existing__oaio_id_', safe='')
-        with self._lock:
-            answer = self._call('get', slug, f'access list of {oaio_id!r}')
+        answer = self._side_request('get', slug, f'access list of {oaio_id!r}')
         if not isinstance(answer, list):
-            return []
+            raise InvalidServerData(f'access list of {oaio_id!r}: the server sent no list')
         order = {right: index for index, right in enumerate(p.ACCESS_RIGHTS + (p.NO_RIGHT,))}
         return sorted(answer, key=lambda row: (order.get(row.get('access_right'), 9), row.get('username', '')))
+
+    def _side_request(self, method: str, slug: str, what: str, **kwargs):
+        with self._side_lock:
+            if self._side_api is None:
+                self._side_api = ServerApi(self._api.url, self.user_name, self._api._password, self.device_id,
+                                           self.app_id)
+            try:
+                return self._side_api.json(method, slug, what, **kwargs)
+            except OaioError as exc:
+                raise refined(exc) from None
 
     def wipe_user(self, user_name: str) -> str:
         """Delete a user with all their objects and subscriptions (oneself, or as staff)."""
@@ -441,5 +581,12 @@ def _main_file(paths: list[str]) -> str:
     return next((path for path in paths if '.conflict-' not in path.rsplit('/', 1)[-1]), paths[0])
 
 
-def _folder_files(folder: Path) -> list[str]:
-    return sorted(str(path.relative_to(folder)) for path in folder.rglob('*') if path.is_file())
+def _move_hashes(hashes: dict, old: str, new: str) -> None:
+    """Carry the cached hashes of a moved file, or of the files under a moved folder, to their new
+    paths (still checked against size and mtime before use)."""
+    if old in hashes:               # a file: no need to look through the others
+        hashes[new] = hashes.pop(old)
+        return
+    inside = old + '/'
+    for path in [path for path in hashes if path.startswith(inside)]:
+        hashes[new + path[len(old):]] = hashes.pop(path)

@@ -47,3 +47,15 @@ class StoreLockedError(OaioError):
 
 class InvalidServerData(OaioError):
     """The server sent data that fails validation (hostile ids or paths, wrong hashes)."""
+
+
+class NotFound(AccessDenied):
+    """404: the object or user does not exist, or is not shared with this user (which the server does
+    not tell apart from not existing)."""
+
+
+def refined(exc: OaioError) -> OaioError:
+    """The most specific type of ``exc`` (the HTTP layer raises :class:`AccessDenied` for 403 and 404)."""
+    if type(exc) is AccessDenied and exc.status == 404:
+        return NotFound(str(exc), exc.status, exc.body)
+    return exc

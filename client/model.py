@@ -8,6 +8,16 @@ from typing import Any
 
 from . import protocol as p
 
+# the reserved values the client keeps itself (the object's attached files and their folder), in
+# every version whoever writes the other values; ``_name`` is the user's like every other key
+MANAGED_KEYS = (p.FILE_PATHS_KEY, p.ROOT_PATH_KEY)
+
+
+def user_values(values: dict) -> dict:
+    """``values`` without the keys the client manages (:data:`MANAGED_KEYS`)."""
+    return {key: value for key, value in values.items() if key not in MANAGED_KEYS}
+
+
 # the original protocol's look-alikes for characters that are special in paths and URLs
 _LOOK_ALIKES = {
     '/': '\u2044', '|': '\u0964', '\\': '\ufe68', ':': '\ufe55', '*': '\ufe61', '?': '\ufe56', '"': '\uff02',
@@ -52,8 +62,9 @@ class OaiObject:
         return list(self.client_values.get(p.FILE_PATHS_KEY, []))
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form (a deep copy)."""
-        return dataclasses.asdict(self)
+        """The wire form, sharing the values with the object (the callers serialize it at once:
+        dataclasses.asdict's deep copy of 10,000 file paths cost more than sending them)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
     @classmethod
     def from_wire(cls, data: object) -> OaiObject:

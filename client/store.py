@@ -56,6 +56,27 @@ def make_private_dirs(path: Path) -> None:
         os.chmod(directory, 0o700)      # mkdir's mode is masked by the umask; 0700 needs no more
 
 
+def folder_files(folder: Path, skip=None) -> list[str]:
+    """Relative paths of the regular files under ``folder`` (symbolic links and, with ``skip``, the
+    paths it is true for left out), sorted: the one walk of an attached folder."""
+    found = []
+    pending = ['']
+    while pending:
+        prefix = pending.pop()
+        try:
+            with os.scandir(folder / prefix if prefix else folder) as scan:
+                entries = list(scan)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            path = f'{prefix}/{entry.name}' if prefix else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(path)
+            elif entry.is_file(follow_symlinks=False) and not (skip and skip(path)):
+                found.append(path)
+    return sorted(found)
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content."""
     make_private_dirs(path.parent)
@@ -93,9 +114,11 @@ class ObjectRecord:
     owner: str = ''
 
     def to_json(self) -> bytes:
+        # compact: json's C encoder does not indent, and a record of 10,000 files indented took its
+        # pure-Python one 0.3 s -- at every save
         return json.dumps({'object': self.obj.to_dict(), 'base_files': self.base_files, 'hashes': self.hashes,
                            'local_root': self.local_root, 'blocked': self.blocked, 'owner': self.owner},
-                          indent=1).encode()
+                          separators=(',', ':')).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> ObjectRecord:

@@ -138,6 +138,8 @@ class SyncEngine:
         try:
             if isinstance(entry, dict) and 'gone' in entry:
                 return self.apply_gone(p.check_oaio_id(oaio_id), str(entry['gone']))
+            if isinstance(entry, dict) and self._known_version(oaio_id, entry.get('oaio')):
+                return []
             remote = OaiObject.from_wire(entry.get('oaio') if isinstance(entry, dict) else None)
             oaio_id = remote.oaio_id
             owner = entry.get('owner') if isinstance(entry.get('owner'), str) else ''
@@ -149,6 +151,17 @@ class SyncEngine:
                 raise
             self._error(f'could not fetch object {str(oaio_id)[:80]!r}: {exc}')
         return []
+
+    def _known_version(self, oaio_id: object, raw: object) -> bool:
+        """Whether a feed entry is a version this device has already, with the right it has (e.g. its
+        own upload coming back): nothing to apply, so its values and files are not checked."""
+        if not isinstance(raw, dict):
+            return False
+        record = self.records.get(oaio_id) if isinstance(oaio_id, str) else None
+        stamp = raw.get('client_stamp')
+        return record is not None and isinstance(stamp, str) and len(stamp) == 20 and stamp.isdigit() \
+            and bool(record.obj.server_stamp) and stamp <= record.obj.server_stamp \
+            and raw.get('csh_access_right') == record.obj.csh_access_right
 
     def _forget_unlisted(self, entries: list) -> list[str]:
         """After a snapshot: synced objects it does not list are gone for this user."""
@@ -275,22 +288,32 @@ class SyncEngine:
     def local_manifest(self, record: ObjectRecord, strict: bool = True) -> dict:
         """``{path: {"sha256", "size"}}`` of the local files; unchanged files are not hashed again."""
         manifest = {}
+        root = str(self.store.files_root(record))
         for path in record.obj.file_paths:
-            file = self.store.file_path(record, path)
-            try:
-                stat = file.stat()
-            except FileNotFoundError:
+            entry = self.file_entry(record, path, root)
+            if entry is None:
                 if strict:
-                    raise OaioError(f'attached file {path!r} of {record.obj.oaio_id!r} is missing') from None
+                    raise OaioError(f'attached file {path!r} of {record.obj.oaio_id!r} is missing')
                 continue
-            cached = record.hashes.get(path)
-            if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
-                sha256 = cached[2]
-            else:
-                sha256, _ = hash_file(file)
-                record.hashes[path] = [stat.st_size, stat.st_mtime_ns, sha256]
-            manifest[path] = {'sha256': sha256, 'size': stat.st_size}
+            manifest[path] = entry
         return manifest
+
+    def file_entry(self, record: ObjectRecord, path: str, root: str = '') -> dict | None:
+        """``{"sha256", "size"}`` of one local file (hashed only if its size or mtime changed since it
+        was last hashed), None if it is missing. With ``root`` (the object's files root), ``path`` is
+        one of its attached files, checked when it was attached: not checked again."""
+        file = Path(f'{root}/{path}') if root else self.store.file_path(record, path)
+        try:
+            stat = os.stat(file)
+        except FileNotFoundError:
+            return None
+        cached = record.hashes.get(path)
+        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
+            sha256 = cached[2]
+        else:
+            sha256, _ = hash_file(file)
+            record.hashes[path] = [stat.st_size, stat.st_mtime_ns, sha256]
+        return {'sha256': sha256, 'size': stat.st_size}
 
     def _download_all(self, record: ObjectRecord, remote: OaiObject, entries: dict) -> None:
         """Download files of ``remote``, several at a time. After a failure no further download
@@ -414,7 +437,9 @@ class SyncEngine:
         snapshot = copy.deepcopy(record.obj)
         manifest = self.local_manifest(record)
         self.save_record(record)
-        missing = self.api.missing_blobs(sorted({entry['sha256'] for entry in manifest.values()}))
+        # the synced version's content is on the server and this user's to name: only new content is asked about
+        synced = {entry['sha256'] for entry in record.base_files.values()}
+        missing = self.api.missing_blobs(sorted({entry['sha256'] for entry in manifest.values()} - synced))
         for path, entry in manifest.items():
             if entry['sha256'] in missing:
                 with open(self.store.file_path(record, path), 'rb') as content:
@@ -423,11 +448,15 @@ class SyncEngine:
                 missing.discard(entry['sha256'])
         body = {**snapshot.to_dict(), 'files': {path: entry['sha256'] for path, entry in manifest.items()}}
         action = 'upload/' if snapshot.server_stamp else 'register/'
-        answer = OaiObject.from_wire(self.api.json('post', action, f'{action[:-1]} of {snapshot.oaio_id!r}', json=body))
-        record.obj.server_stamp = answer.client_stamp
+        answer = self.api.json('post', action, f'{action[:-1]} of {snapshot.oaio_id!r}', json=body)
+        if not isinstance(answer, dict):
+            raise p.ProtocolError(f'the answer to the {action[:-1]} of {snapshot.oaio_id!r} is no object')
+        # only these fields of the answer are taken (its values are ours, sent a moment ago: checking
+        # 10,000 file paths again took longer than the upload)
+        record.obj.server_stamp = p.check_stamp(answer.get('client_stamp'), 'client_stamp')
         record.obj.server_values = copy.deepcopy(snapshot.client_values)
-        record.obj.csh_access_right = answer.csh_access_right
-        record.obj.csh_id = answer.csh_id
+        record.obj.csh_access_right = p.check_access_right(answer.get('csh_access_right'), allow_none=False)
+        record.obj.csh_id = answer.get('csh_id')
         record.base_files = manifest
         self.save_record(record)
 

@@ -104,6 +104,7 @@ def mount_attr(mountpoint: str, name: str) -> str:
 
 def cmd_mount(args) -> int:
     from oaio.client import AuthenticationError, OaioClient, OaioError, OfflineError, StoreLockedError
+    from .names import is_temp_path
 
     mountpoint = prepare_mountpoint(args.mountpoint)
     password = read_password(args.password_file)
@@ -121,7 +122,8 @@ def cmd_mount(args) -> int:
     setup_logging(cache / 'oaio.log', args.verbose)
     try:
         client = OaioClient(args.server, {'username': args.user, 'password': password}, app_id='oaio-mount',
-                            device_id=args.device or '', client_root=str(cache), auto_sync=False)
+                            device_id=args.device or '', client_root=str(cache), auto_sync=False,
+                            ignore_file=is_temp_path)
     except StoreLockedError as exc:
         return _mount_failed(str(exc), ready_write, args.foreground)
     try:

@@ -7,8 +7,9 @@ import logging
 from typing import NoReturn
 
 import pyfuse3
+import trio
 
-from oaio.client import AccessDenied, ProtocolError
+from oaio.client import AccessDenied, NotFound, OaioError, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -20,14 +21,24 @@ def refuse(code: int, why: str = '') -> NoReturn:
     raise pyfuse3.FUSEError(code)
 
 
+# exception types → errno, the one table (first match wins: subclasses before their bases). The
+# client's domain errors travel as types from the client core to here, never as message texts.
+ERRNO_OF_TYPE: tuple[tuple[type[BaseException], int], ...] = (
+    (NotFound, errno.ENOENT),               # no such object or user (or not shared with you)
+    (AccessDenied, errno.EACCES),           # the server refused: the right is too low
+    (ProtocolError, errno.EINVAL),          # invalid name, values or argument
+    (trio.TooSlowError, errno.ETIMEDOUT),   # the server did not answer in time
+    (OaioError, errno.EIO),                 # offline, a server error, invalid data from the server
+)
+
+
 def errno_of(exc: BaseException) -> int | None:
     """The errno a known exception maps to, or None for an unexpected one."""
     if isinstance(exc, pyfuse3.FUSEError):
         return exc.errno
-    if isinstance(exc, AccessDenied):
-        return errno.EACCES
-    if isinstance(exc, ProtocolError):
-        return errno.EINVAL
+    for kind, code in ERRNO_OF_TYPE:
+        if isinstance(exc, kind):
+            return code
     if isinstance(exc, OSError) and exc.errno:
         return exc.errno
     return None

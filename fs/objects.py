@@ -20,18 +20,20 @@ from pathlib import Path
 
 import trio
 
-from oaio.client import OaioClient, object_id
+from oaio.client import OaioClient, OaioError, object_id
+from oaio.client.model import MANAGED_KEYS, user_values
 from oaio.client import protocol as p
 from oaio.client.store import write_atomic
 
 from .errors import refuse
 from .inodes import ROOT, Node
 from .names import VALUES_FILE, is_temp_path, unique_names
-from .view import HIDDEN_KEYS, ObjectInfo, View
+from .view import ObjectInfo, View
 
 log = logging.getLogger(__name__)
 
 MAX_VALUES_BYTES = 16 * 1024 * 1024
+SERVER_SECONDS = 30.0           # the longest a handler waits for the server (sharing's xattrs)
 OVERLAY_FILE = 'fs-overlay.json'        # in the cache: object changes not yet handed to the client
 
 
@@ -41,17 +43,23 @@ class Overlay:
 
     new: dict[str, int] = field(default_factory=dict)           # oaio_id → seq: registered by mkdir
     values: dict[str, tuple[int, dict]] = field(default_factory=dict)
-    files: dict[str, int] = field(default_factory=dict)         # oaio_id → seq: attached files changed
+    files: dict[str, dict[str, int]] = field(default_factory=dict)      # oaio_id → {path → seq}: paths of
+    #                                                                     files or folders written, made or removed
+    renamed: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)    # oaio_id → [(seq, old, new)]
+    #                                                                     in order: moves within an object
     removed: dict[str, int] = field(default_factory=dict)       # oaio_id → seq: rmdir
 
     def copy(self) -> Overlay:
-        return Overlay(dict(self.new), dict(self.values), dict(self.files), dict(self.removed))
+        return Overlay(dict(self.new), dict(self.values), {k: dict(v) for k, v in self.files.items()},
+                       {k: list(v) for k, v in self.renamed.items()}, dict(self.removed))
 
     def drop_up_to(self, seq: int) -> None:
         """Forget the changes the client has taken (those numbered up to ``seq``)."""
         self.new = {k: s for k, s in self.new.items() if s > seq}
         self.values = {k: v for k, v in self.values.items() if v[0] > seq}
-        self.files = {k: s for k, s in self.files.items() if s > seq}
+        self.files = {k: kept for k, paths in self.files.items()
+                      if (kept := {path: s for path, s in paths.items() if s > seq})}
+        self.renamed = {k: kept for k, moves in self.renamed.items() if (kept := [m for m in moves if m[0] > seq])}
         self.removed = {k: s for k, s in self.removed.items() if s > seq}
 
     def __bool__(self) -> bool:
@@ -72,7 +80,7 @@ class Overlay:
         try:
             data = json.loads((Path(cache_root) / OVERLAY_FILE).read_text())
             return cls(dict(data['new']), {oaio_id: (seq, values) for oaio_id, (seq, values) in data['values'].items()},
-                       {}, dict(data['removed']))
+                       removed=dict(data['removed']))
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -122,16 +130,24 @@ class ObjectLayer:
         self._by_name = {info.name: oid for oid, info in self._objects.items()}
 
     def _note(self, kind: str, oaio_id: str, values: dict | None = None) -> None:
-        self.seq += 1
+        self._count_change()
         if kind == 'values':
             self.overlay.values[oaio_id] = (self.seq, values)
         else:
             getattr(self.overlay, kind)[oaio_id] = self.seq
+        self.overlay.save(self.cache_root)
+        self._compose()
+
+    def _note_path(self, oaio_id: str, path: str) -> None:
+        """A file or folder of an object was written, made or removed (files are in the cache
+        already: a killed mount's are found by the rescan at the next start, so none is saved)."""
+        self._count_change()
+        self.overlay.files.setdefault(oaio_id, {})[path] = self.seq
+
+    def _count_change(self) -> None:
+        self.seq += 1
         self.last_change = time.monotonic()
         self.changed.set()                  # already set during a burst: wakes nobody
-        if kind != 'files':
-            self.overlay.save(self.cache_root)
-            self._compose()
 
     def info(self, oaio_id: str) -> ObjectInfo:
         info = self._objects.get(oaio_id)
@@ -218,21 +234,23 @@ class ObjectLayer:
 
     async def access_list(self, oaio_id: str) -> str:
         """The subscribers of an object with their rights, as JSON (asks the server)."""
-        rows = await trio.to_thread.run_sync(self.client.userz_access, oaio_id)
-        if not rows:
-            log.warning('access list of %s: %s', self.info(oaio_id).name, self.client.error_message)
-            refuse(errno.EIO)
-        return json.dumps(rows)
+        name = self.info(oaio_id).name
+        try:
+            return json.dumps(await ask_server(self.client.access_list, oaio_id))
+        except (OaioError, trio.TooSlowError) as exc:
+            log.warning('access list of %s: %s', name, exc or 'no answer in time')
+            raise
 
     async def share(self, oaio_id: str, user: str, right: str) -> None:
         """Give ``user`` the ``right`` (x removes it) to an object (asks the server)."""
+        name = self.info(oaio_id).name
         if not user or right not in p.ACCESS_RIGHTS + (p.NO_RIGHT,):
             refuse(errno.EINVAL)
-        if await trio.to_thread.run_sync(self.client.upsert_subscription, oaio_id, user, right):
-            return
-        message = self.client.error_message
-        log.warning('sharing %s with %s failed: %s', self.info(oaio_id).name, user, message)
-        refuse(errno.EACCES if 'HTTP 403' in message else errno.ENOENT if 'HTTP 404' in message else errno.EIO)
+        try:
+            await ask_server(self.client.share, oaio_id, user, right)
+        except (OaioError, trio.TooSlowError) as exc:
+            log.warning('sharing %s with %s failed: %s', name, user, exc or 'no answer in time')
+            raise
 
     # files ---------------------------------------------------------------------------------
 
@@ -277,9 +295,16 @@ class ObjectLayer:
         self.mark_dirty(node)
 
     def mark_dirty(self, node: Node) -> None:
-        """A file of the object changed; temp files never make a new version."""
+        """A file or folder of the object changed (or came or went); temp files never make a new version."""
         if node.kind == 'path' and not is_temp_path(node.path):
-            self._note('files', node.oaio_id)
+            self._note_path(node.oaio_id, node.path)
+
+    def mark_moved(self, old: Node, new: Node) -> None:
+        """A file or folder moved: the client carries its hashes over when it stays in its object."""
+        self.mark_dirty(old)
+        self.mark_dirty(new)
+        if old.oaio_id == new.oaio_id and not is_temp_path(old.path) and not is_temp_path(new.path):
+            self.overlay.renamed.setdefault(old.oaio_id, []).append((self.seq, old.path, new.path))
 
     # values.json ---------------------------------------------------------------------------
 
@@ -297,12 +322,12 @@ class ObjectLayer:
             values = json.loads(text.decode('utf-8'))
             if not isinstance(values, dict):
                 raise ValueError(f'values.json must hold a JSON object, not {type(values).__name__}')
-            p.check_values({key: value for key, value in values.items() if key not in HIDDEN_KEYS})
+            p.check_values(user_values(values))
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             log.warning('%s/values.json: not saved, the previous values stay: %s', info.name, exc)
             refuse(errno.EINVAL)
-        kept = {key: info.values[key] for key in HIDDEN_KEYS if key in info.values}
-        values = {key: value for key, value in values.items() if key not in HIDDEN_KEYS} | kept
+        kept = {key: info.values[key] for key in MANAGED_KEYS if key in info.values}      # the view's, for its names
+        values = user_values(values) | kept
         if values != info.values:
             self._note('values', oaio_id, values)
 
@@ -357,8 +382,7 @@ class ObjectLayer:
             self.mark_dirty(new)
             return new
         os.rename(self.real_path(old), self.real_path(new))
-        self.mark_dirty(old)
-        self.mark_dirty(new)
+        self.mark_moved(old, new)
         return new
 
     async def _rename_onto_values(self, old: Node, oaio_id: str) -> Node:
@@ -383,6 +407,14 @@ class ObjectLayer:
         p.check_name(new_name, 'object name')
         self._note('values', old.oaio_id, {**info.values, p.NAME_KEY: new_name})
         return None
+
+
+async def ask_server(function, *args):
+    """One request of a handler to the server, in a worker thread and for at most
+    :data:`SERVER_SECONDS`: the client methods it calls take no lock a sync holds, so a handler
+    waits for its own request only, never for a sync (trio.TooSlowError after the time)."""
+    with trio.fail_after(SERVER_SECONDS):
+        return await trio.to_thread.run_sync(function, *args, abandon_on_cancel=True)
 
 
 @functools.lru_cache(maxsize=4096)         # lookups and readdir ask for it per entry; strptime is slow

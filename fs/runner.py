@@ -17,12 +17,12 @@ import trio
 
 from oaio.client import AuthenticationError, OaioClient, OfflineError
 from oaio.client import protocol as p
+from oaio.client.model import user_values
 
 from .inodes import ROOT_INODE, Node
-from .names import is_temp_path
 from .objects import ObjectLayer, Overlay
 from .operations import Operations
-from .view import HIDDEN_KEYS, View, take_view
+from .view import View, take_view
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +38,6 @@ async def in_thread(function, *args):
     return await trio.to_thread.run_sync(function, *args, limiter=_limiter)
 
 
-def scan_files(root: str) -> list[str]:
-    """Relative paths of the regular files under ``root``, editor temp files left out."""
-    found = []
-    for folder, dirs, files in os.walk(root):
-        relative = os.path.relpath(folder, root)
-        for name in files:
-            path = name if relative == '.' else f'{relative}/{name}'
-            if not is_temp_path(path) and os.path.isfile(os.path.join(folder, name)) \
-                    and not os.path.islink(os.path.join(folder, name)):
-                found.append(path)
-    return sorted(found)
-
-
 def apply_overlay(client: OaioClient, batch: Overlay) -> None:
     """Hand a batch of local changes to the client (blocking)."""
     for oaio_id in batch.removed:
@@ -64,28 +51,25 @@ def apply_overlay(client: OaioClient, batch: Overlay) -> None:
     registered = set()
     for oaio_id in batch.new:
         if oaio_id not in batch.removed and client.object(oaio_id) is None:
-            values = dict(batch.values.get(oaio_id, (0, {}))[1])
-            values[p.FILE_PATHS_KEY] = scan_files(str(client.default_files_root(oaio_id)))
-            client.register_object(values, oaio_id=oaio_id)
+            # its files, if any, follow with the file changes below
+            client.register_object(user_values(batch.values.get(oaio_id, (0, {}))[1]), oaio_id=oaio_id)
             registered.add(oaio_id)
     for oaio_id, (_, values) in batch.values.items():
-        obj = client.object(oaio_id) if oaio_id not in registered and oaio_id not in batch.removed else None
-        if obj is not None:
-            # the hidden keys as the client has them now: those noted with the values may be stale
-            kept = {key: obj.client_values[key] for key in HIDDEN_KEYS if key in obj.client_values}
-            client.update_object(oaio_id, {key: value for key, value in values.items() if key not in HIDDEN_KEYS}
-                                 | kept, reset=True)
-    for oaio_id in batch.files:
-        if oaio_id not in batch.removed and client.object(oaio_id):
-            client.refresh_files(oaio_id, scan_files(str(client.files_root(oaio_id))))
+        if oaio_id not in registered and oaio_id not in batch.removed and client.object(oaio_id) is not None:
+            client.replace_values(oaio_id, values)      # values noted with the files they had then
+    for oaio_id, paths in batch.files.items():
+        if oaio_id not in batch.removed and client.object(oaio_id) is not None:
+            moves = [(old, new) for _, old, new in batch.renamed.get(oaio_id, [])]
+            client.take_file_changes(oaio_id, list(paths), moves)
 
 
 def rescan_files(client: OaioClient) -> None:
-    """Hand the client file changes a killed mount wrote to the cache but never handed over (blocking)."""
+    """Hand the client file changes a killed mount wrote to the cache but never handed over (blocking):
+    the one full walk of every object, at the start."""
     for oaio_id, obj in client.client_objectz.items():
         if obj.csh_access_right in p.WRITE_RIGHTS:
             try:
-                client.refresh_files(oaio_id, scan_files(str(client.files_root(oaio_id))))
+                client.rescan_files(oaio_id)
             except (OSError, ValueError) as exc:
                 log.warning('cannot take the files of %s: %s', oaio_id, exc)
 
@@ -185,7 +169,7 @@ class Mount:
                 parent = table.inode(self.layer.parent(node)) if node.kind != 'object' else ROOT_INODE
                 name = node.path.rsplit('/', 1)[-1] if node.kind == 'path' else None
                 if node.kind == 'values':
-                    name = 'values.json'
+                    name = p.VALUES_FILE
                 if name:
                     pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
         for name in list(self._root_names()):
@@ -263,4 +247,4 @@ def _invalidate_inode(inode: int) -> None:
             raise
 
 
-__all__ = ['Mount', 'scan_files', 'apply_overlay', 'Node']
+__all__ = ['Mount', 'apply_overlay', 'Node']

@@ -11,10 +11,9 @@ from pathlib import Path
 
 from oaio.client import OaioClient
 from oaio.client import protocol as p
+from oaio.client.model import user_values
 
 from .names import unique_names
-
-HIDDEN_KEYS = (p.FILE_PATHS_KEY, p.ROOT_PATH_KEY)     # managed by the mount, not shown in values.json
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,7 @@ class ObjectInfo:
 
     def values_json(self) -> bytes:
         """values.json: the user's values, pretty-printed, keys sorted."""
-        shown = {key: value for key, value in self.values.items() if key not in HIDDEN_KEYS}
-        return (json.dumps(shown, indent=2, sort_keys=True, ensure_ascii=False) + '\n').encode()
+        return (json.dumps(user_values(self.values), indent=2, sort_keys=True, ensure_ascii=False) + '\n').encode()
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@
 2. sequential write with fsync                                  5. sync scaling with N objects
 3. metadata in one directory of many files                      6. a fresh device's initial sync
 7. the server: idle long-poll waiters, concurrent uploading clients
+8. a one-file edit on the mount in an object of few and of many files
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_lib import (PASSWORD, OaioMount, PeerMount, Processes, Server, Session, Stats, Systems, cpu_seconds,
+from bench_lib import (PASSWORD, CountingProxy, OaioMount, PeerMount, Processes, Server, Session, Stats, Systems, cpu_seconds,
                        drop_caches, fetch_passthroughfs, log, quiesce, rclone_argv, reset_peak_rss, speedup,
                        status_kib, wait_disk_quiet, warm_memory, wire_bytes)
 
@@ -640,6 +641,72 @@ class Bench:
         return {'errors': counts['errors'], 'messages': messages,
                 'versions_per_second': cfg.uploaders * cfg.uploads_each / seconds}
 
+    # 8. a one-file edit in a small and in a big object ------------------------------------------
+
+    def bench_edit_scaling(self) -> None:
+        """One file of an object rewritten on the mount: from its close() until the server has the
+        version, and the bytes the mount sent meanwhile, for an object of 10 and of 10,000 files."""
+        sizes = (10, 1000) if self.config.quick else (10, 10000)
+        reps = 3 if self.config.quick else 5
+        user = self.server.adduser('editor')
+        proxy = CountingProxy(self.server)
+        mount = OaioMount(self.processes, proxy, self.base, user, 'editing').start()
+        watcher = Session(self.server, user, device='watcher')
+        results = {n: {'seconds': [], 'bytes': []} for n in sizes}
+        try:
+            for n in sizes:
+                log(f'8: an object of {n} files')
+                folder = mount.path / f'files-{n}'
+                folder.mkdir()
+                for index in range(n):
+                    (folder / f'file-{index:05d}.txt').write_bytes(b'the same small file\n')
+                mount.wait_idle()
+            ids = {n: self._object_id(watcher, f'files-{n}') for n in sizes}
+            for rep in range(reps):
+                for n in (sizes if rep % 2 == 0 else sizes[::-1]):
+                    seconds, sent = self._timed_edit(mount, proxy, watcher, ids[n], mount.path / f'files-{n}', rep)
+                    results[n]['seconds'].append(seconds)
+                    results[n]['bytes'].append(sent)
+                    mount.wait_idle()
+            problems = mount.log_problems()
+            if problems:
+                self.results.notes.append('8: the mount logged errors: ' + '; '.join(problems[:3]))
+        finally:
+            mount.stop()
+            proxy.close()
+        small, big = sizes
+        for key, unit, name in (('seconds', 's', 'close() → version on the server (s)'),
+                                ('bytes', 'bytes', 'bytes sent by the mount')):
+            ours = {n: Stats(results[n][key], unit, False) for n in sizes}
+            factor = (ours[big].median / ours[small].median) if ours[small].median and ours[big].median else None
+            ratio = f'{big:,} files: {ours[big].text()}; {factor:.2f}× the {small}-file figure' if factor \
+                else f'{big:,} files: {ours[big].text()}'
+            self.add('8', f'one-file edit, object of {small} vs {big:,} files: {name}', {'oaio': ours[small]},
+                     ratio, f'≤ 2× the {small}-file figure', None if factor is None else factor <= 2)
+
+    @staticmethod
+    def _object_id(session: Session, name: str) -> str:
+        objects = session.get('oaio_stampz/').json()
+        return next(obj['oaio_id'] for obj in objects if obj['client_values'].get('_name') == name)
+
+    @staticmethod
+    def _timed_edit(mount: OaioMount, proxy: CountingProxy, session: Session, oaio_id: str, folder: Path,
+                    rep: int) -> tuple[float | None, int | None]:
+        """Seconds from close() until the change feed (long-polled by another device of the user, so
+        the server is not kept busy listing the object) shows the new version, and the bytes the
+        mount sent meanwhile."""
+        cursor = session.get('changes/').json()['cursor']
+        sent_before = proxy.sent
+        with open(folder / 'file-00003.txt', 'wb') as edited:
+            edited.write(f'edit {rep}\n'.encode())
+        closed = time.perf_counter()
+        while time.perf_counter() < closed + 120:
+            answer = session.get('changes/', params={'since': cursor, 'wait': 30}).json()
+            if any((entry.get('oaio') or {}).get('oaio_id') == oaio_id for entry in answer.get('changes', [])):
+                return time.perf_counter() - closed, proxy.sent - sent_before
+            cursor = answer['cursor']
+        return None, None
+
     # running -----------------------------------------------------------------------------------
 
     def run(self) -> Results:
@@ -660,6 +727,8 @@ class Bench:
             self.bench_bulk_initial_sync()
         if self.wanted('7'):
             self.bench_server()
+        if self.wanted('8'):
+            self.bench_edit_scaling()
         errors = self.server.errors_logged()
         if errors:
             self.results.notes.append(f'the server logged {len(errors)} error lines, e.g. {errors[0][:200]}')

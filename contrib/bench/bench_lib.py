@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,6 +389,56 @@ def wire_bytes(response: requests.Response) -> int:
         if response.raw is not None and hasattr(response.raw, 'headers') else 0
     size += len(response.content)
     return size
+
+
+class CountingProxy:
+    """A loopback TCP relay in front of the server that counts the bytes a client sends through it
+    (``sent``) and receives (``received``): what one mount costs on the wire, its long poll included.
+    Stands in for the :class:`Server` of an :class:`OaioMount` (``host``, ``pid``)."""
+
+    def __init__(self, server: Server):
+        self.server = server
+        self.sent = self.received = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(('127.0.0.1', 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f'127.0.0.1:{self.port}'
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(('127.0.0.1', self.server.port))
+            threading.Thread(target=self._relay, args=(client, upstream, 'sent'), daemon=True).start()
+            threading.Thread(target=self._relay, args=(upstream, client, 'received'), daemon=True).start()
+
+    def _relay(self, source, target, counter: str) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                with self._lock:
+                    setattr(self, counter, getattr(self, counter) + len(data))
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                try:
+                    sock.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._listener.close()
 
 
 # mounts --------------------------------------------------------------------------------------

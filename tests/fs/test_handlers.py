@@ -23,8 +23,10 @@ import pytest
 import trio
 
 from oaio.client import OaioClient
+from oaio.client import sync as sync_module
 from oaio.fs import runner
 from oaio.fs.inodes import ROOT_INODE
+from oaio.fs.names import is_temp_path
 from oaio.fs.objects import ObjectLayer
 from oaio.fs.operations import EXTENDED_PYFUSE3, Operations
 from oaio.fs.view import take_view
@@ -91,7 +93,8 @@ class Drive:
 def drive(server, api, tmp_path):
     session = api('alice')
     client = OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, app_id='tests',
-                        device_id='handlers', client_root=str(tmp_path / 'cache'), auto_sync=False)
+                        device_id='handlers', client_root=str(tmp_path / 'cache'), auto_sync=False,
+                        ignore_file=is_temp_path)
     try:
         yield Drive(client, session)
     finally:
@@ -243,6 +246,46 @@ def test_a_write_after_a_rename_counts_for_the_new_name(drive):
         objects = drive.server_objects()
         assert drive.server_file(objects['other'], 'moved.txt') == b'one,two,three'
         assert objects['dl']['client_values'].get('_file_paths', []) == []
+    trio.run(main)
+
+
+def test_a_one_file_write_in_a_many_file_object_hands_over_that_path_alone(drive, monkeypatch):
+    """No walk, no hash of the others: the flush hands the client the one path written (and the
+    rename's two), whatever the object's size."""
+    handed: list[tuple[str, list, list]] = []
+    take = drive.client.take_file_changes
+
+    def counting(oaio_id, paths, renamed=()):
+        handed.append((oaio_id, sorted(paths), list(renamed)))
+        return take(oaio_id, paths, renamed)
+    monkeypatch.setattr(drive.client, 'take_file_changes', counting)
+
+    async def main():
+        obj = await drive.ops.mkdir(ROOT_INODE, b'big', 0o755, None)
+        for index in range(300):
+            await drive.write_file(obj.st_ino, f'f{index:03d}.txt', b'same')
+        drive.flush()
+        oaio_id = drive.layer.object_id_by_name('big')
+        assert len(handed) == 1 and len(handed[0][1]) == 300
+        handed.clear()
+
+        def no_walk(*args, **kwargs):
+            raise AssertionError('the object was walked')
+        monkeypatch.setattr('oaio.client.client.folder_files', no_walk)
+        hashed = []
+        real_hash = sync_module.hash_file
+        monkeypatch.setattr(sync_module, 'hash_file', lambda path: hashed.append(path.name) or real_hash(path))
+        inode = (await drive.lookup(obj.st_ino, 'f123.txt')).st_ino
+        info = await drive.ops.open(inode, RW, None)
+        await drive.ops.write(info.fh, 0, b'SAME')
+        await drive.ops.release(info.fh)
+        await drive.ops.rename(obj.st_ino, b'f200.txt', obj.st_ino, b'moved.txt', 0, None)
+        drive.flush()
+        assert handed == [(oaio_id, ['f123.txt', 'f200.txt', 'moved.txt'], [('f200.txt', 'moved.txt')])]
+        assert hashed == ['f123.txt']
+        server = drive.server_objects()['big']
+        assert len(server['client_values']['_file_paths']) == 300
+        assert drive.server_file(server, 'f123.txt') == b'SAME' and drive.server_file(server, 'moved.txt') == b'same'
     trio.run(main)
 
 
@@ -469,7 +512,8 @@ def test_an_injected_fault_on_a_real_mount_gives_eio_and_the_mount_stays_up(serv
     mountpoint = tmp_path / 'mnt'
     mountpoint.mkdir()
     client = OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, app_id='tests',
-                        device_id='in-process', client_root=str(tmp_path / 'cache'), auto_sync=False)
+                        device_id='in-process', client_root=str(tmp_path / 'cache'), auto_sync=False,
+                        ignore_file=is_temp_path)
     mount = runner.Mount(client, str(mountpoint))
 
     async def no_signals(self):          # signals can only be received in the main thread
