@@ -9,14 +9,14 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth import authenticate, login as django_login, logout as django_logout
-from django.http import HttpResponseBase, JsonResponse, StreamingHttpResponse
+from django.http import HttpResponseBase, JsonResponse
 from django.middleware.csrf import get_token
 
 from oaio.client import protocol as p
 
-from . import blobs, objects, throttle
-from .errors import Forbidden, InvalidInput, MethodNotAllowed, NotAuthenticated, NotFound
-from .models import ActionLog, OaiObject, StagedFile, Version
+from . import objects, throttle
+from .errors import InvalidInput, MethodNotAllowed, NotAuthenticated, NotFound
+from .models import ActionLog
 
 log = logging.getLogger('oaio.server')
 
@@ -142,9 +142,9 @@ def csh_args(request, ctx, csh_id):
 @endpoint(('POST',))
 def blobs_missing(request, ctx):
     hashes = _json_body(request).get('sha256')
-    if not isinstance(hashes, list) or len(hashes) > 1000:
-        raise InvalidInput('"sha256" must be a list of at most 1000 hashes')
-    return {'missing': blobs.missing([p.check_sha256(digest) for digest in hashes])}
+    if not isinstance(hashes, list) or len(hashes) > p.MAX_MISSING_HASHES:
+        raise InvalidInput(f'"sha256" must be a list of at most {p.MAX_MISSING_HASHES} hashes')
+    return {'missing': objects.missing_blobs(request.user, [p.check_sha256(digest) for digest in hashes])}
 
 
 def file_address(oaio_id: str, stamp: str, path: str) -> tuple[str, str, str]:
@@ -152,51 +152,14 @@ def file_address(oaio_id: str, stamp: str, path: str) -> tuple[str, str, str]:
     return p.check_oaio_id(oaio_id), p.check_stamp(stamp), p.check_relative_path(path.rstrip('/'))
 
 
-@endpoint(('GET', 'PUT', 'DELETE'))
+@endpoint(('DELETE',))
 def files(request, ctx, oaio_id, stamp, path):
-    """The storage host: ``files/<oaio_id>/<stamp>/<path>``. The server answers GET in front of
-    Django (downloads.py), with the same checks; this view's GET serves Django without it."""
-    if request.method == 'DELETE':
-        return _delete_staged(request.user, oaio_id, stamp, path)
-    oaio_id, stamp, path = file_address(oaio_id, stamp, path)
-    if request.method == 'PUT':
-        return _put_file(request, oaio_id, stamp, path)
-    return _get_file(request.user, oaio_id, stamp, path)
-
-
-def _put_file(request, oaio_id: str, stamp: str, path: str) -> JsonResponse:
-    if OaiObject.objects.filter(oaio_id=oaio_id).exists():
-        sub = objects.subscription_of(request.user, oaio_id)
-        if sub.access_right not in p.WRITE_RIGHTS:
-            raise Forbidden(f'your access right {sub.access_right!r} does not allow to change {oaio_id!r}')
-        if Version.objects.filter(oai_object=sub.oai_object, stamp=stamp).exists():
-            raise InvalidInput(f'version {stamp} of {oaio_id!r} is stored already; versions never change')
-    blob = blobs.store(request, request.headers.get(p.HEADER_SHA256, ''))
-    objects.stage_file(request.user, oaio_id, stamp, path, blob)
-    return JsonResponse({'sha256': blob.sha256, 'size': blob.size}, status=201)
-
-
-def _get_file(user, oaio_id: str, stamp: str, path: str) -> StreamingHttpResponse:
-    entry = objects.file_entry(user, oaio_id, stamp, path)
-    response = StreamingHttpResponse(blobs.iter_content(entry['sha256']), content_type='application/octet-stream')
-    response['Content-Length'] = str(entry['size'])
-    response[p.HEADER_SHA256] = entry['sha256']
-    return response
-
-
-def _delete_staged(user, oaio_id: str, stamp: str, path: str) -> JsonResponse:
-    """Remove staged files under ``<oaio_id>/<stamp>/[path]``; stored versions never change, so
-    their files stay until the object is deleted."""
+    """The storage host: ``files/<oaio_id>/<stamp>/<path>``. GET and PUT never reach Django: they
+    are served in front of it (downloads.py, uploads.py), so that a body is read only after the
+    caller is known. DELETE removes the caller's staged files there (a prefix: all below it)."""
     p.check_oaio_id(oaio_id)
     p.check_stamp(stamp)
-    if OaiObject.objects.filter(oaio_id=oaio_id).exists():
-        sub = objects.subscription_of(user, oaio_id)
-        if sub.access_right not in p.WRITE_RIGHTS:
-            raise Forbidden(f'your access right {sub.access_right!r} does not allow to change {oaio_id!r}')
-    staged = StagedFile.objects.filter(oaio_id=oaio_id, stamp=stamp, user=user)
     prefix = path.rstrip('/')
     if prefix:
         p.check_relative_path(prefix)
-        staged = staged.filter(path=prefix) | staged.filter(path__startswith=prefix + '/')
-    count, _ = staged.delete()
-    return JsonResponse({'deleted': count})
+    return JsonResponse({'deleted': objects.delete_staged(request.user, oaio_id, stamp, prefix)})
