@@ -72,6 +72,16 @@ def oaio_mounts() -> list[str]:
     return mounts
 
 
+def require_mount_packages() -> None:
+    """The mount needs the ``fs`` extra (pyfuse3, trio); without it, say in one line what to install."""
+    try:
+        import pyfuse3  # noqa: F401
+        import trio  # noqa: F401
+    except ImportError as exc:
+        raise CliError(f"mount needs pyfuse3 and trio ({exc}): pip install 'oaio[fs]' "
+                       "(with fuse3, libfuse3-dev, pkg-config and a C compiler installed)") from None
+
+
 def prepare_mountpoint(mountpoint: str) -> str:
     """Check the mountpoint; clean up a dead mount a killed process left behind."""
     path = os.path.abspath(mountpoint)
@@ -103,6 +113,7 @@ def mount_attr(mountpoint: str, name: str) -> str:
 # commands -----------------------------------------------------------------------------------
 
 def cmd_mount(args) -> int:
+    require_mount_packages()
     from oaio.client import AuthenticationError, OaioClient, OaioError, OfflineError, StoreLockedError
     from .names import is_temp_path
 

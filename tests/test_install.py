@@ -53,3 +53,12 @@ def test_the_server_runs_without_pyfuse3_and_trio(tmp_path):
     finally:
         assert server.stop() == 0, server.log()
 
+
+
+def test_oaio_mount_without_pyfuse3_says_in_one_line_what_to_install(tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'oaio.fs.cli', 'mount', 'localhost:1', str(tmp_path / 'mnt'),
+                             '--user', 'alice'], env=hide_mount_packages(tmp_path), capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.count('\n') == 1 and "pip install 'oaio[fs]'" in result.stderr, result.stderr
+    assert not (tmp_path / 'mnt').exists()

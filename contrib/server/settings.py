@@ -25,6 +25,8 @@ from pathlib import Path
 
 import dj_database_url
 
+from oaio import protocol
+
 DATA_DIR = Path(os.environ.get('OAIO_DATA', 'oaio-data')).resolve()
 BLOB_DIR = DATA_DIR / 'blobs'
 TMP_DIR = DATA_DIR / 'tmp'
@@ -120,7 +122,7 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
 FILE_UPLOAD_TEMP_DIR = TMP_DIR
-DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024       # JSON request bodies
+DATA_UPLOAD_MAX_MEMORY_SIZE = protocol.MAX_REQUEST_BODY_BYTES      # JSON request bodies (see oaio.protocol)
 OAIO_MAX_FILE_BYTES = int(os.environ.get('OAIO_MAX_FILE_BYTES', 64 * 1024 ** 3))
 # file uploads of one user reading their body at once in one server process; more get 429 + Retry-After
 OAIO_MAX_UPLOADS_PER_USER = int(os.environ.get('OAIO_MAX_UPLOADS_PER_USER', '32'))

@@ -4,9 +4,9 @@ values.json written to exhaust the mount (size, nesting, huge integers).
 The policy (README, "The drive"): a new name that is not valid UTF-8 or holds control characters
 or a backslash is refused at once with EINVAL, one over 255 bytes with ENAMETOOLONG — nothing is
 created that could not be synchronized. NFC/NFD and case variants are distinct names (as on ext4)
-and sync as separate files. values.json over 16 MiB fails the write with EFBIG; invalid, too deeply
-nested or over-large-number JSON fails close() with EINVAL; the mount stays responsive and its
-memory bounded.
+and sync as separate files. values.json over 8 MiB (oaio.protocol.MAX_VALUES_BYTES) fails the write
+with EFBIG; invalid, too deeply nested or over-large-number JSON fails close() with EINVAL; the mount
+stays responsive and its memory bounded.
 """
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ import time
 import unicodedata
 
 import pytest
+
+from oaio import protocol as p
 
 MAX_HWM_KIB = 300 * 1024
 
@@ -122,7 +124,7 @@ def test_a_100_mb_values_json_is_refused_with_efbig_and_the_mount_stays_responsi
         except OSError as exc:
             assert exc.errno == errno.EINVAL
     assert refused == errno.EFBIG, f'{written} bytes written without EFBIG'
-    assert written <= 16 * 1024 * 1024
+    assert written <= p.MAX_VALUES_BYTES
     assert json.loads((obj / 'values.json').read_text()) == {'_name': 'Obj', 'before': 1}
     started = time.monotonic()
     (obj / 'after.txt').write_bytes(b'still here')

@@ -14,12 +14,14 @@ from urllib.parse import quote
 
 import pytest
 
+from oaio import protocol as p
+
 STAMP, STAMP2 = '20261125101010123456', '20261125101010223456'
 KEPT = 'kept'
 KEPT_CONTENT = b'kept content'
 CODES = {400: 'invalid', 401: 'not_authenticated', 403: 'forbidden', 404: 'not_found', 405: 'method_not_allowed',
          409: 'conflict', 413: 'too_large'}
-MAX_JSON_BYTES = 4 * 1024 * 1024
+MAX_JSON_BYTES = p.MAX_REQUEST_BODY_BYTES
 _numbers = itertools.count(1)
 
 
