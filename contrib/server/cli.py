@@ -18,12 +18,17 @@ def _setup(data: str | None) -> None:
     django.setup()
 
 
-def _migrate() -> None:
+def _make_directories() -> None:
     from django.conf import settings
-    from django.core.management import call_command
     for directory in (settings.DATA_DIR, settings.BLOB_DIR, settings.TMP_DIR):
         directory.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.DATA_DIR, 0o700)
+
+
+def _migrate() -> None:
+    from django.conf import settings
+    from django.core.management import call_command
+    _make_directories()
     # one migration at a time: `serve` and `adduser` may start together on a new data directory
     with open(settings.DATA_DIR / 'migrate.lock', 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -98,6 +103,7 @@ def adduser(args) -> int:
 def manage(args) -> int:
     """Run a Django management command against the data directory (e.g. changepassword NAME)."""
     _setup(args.data)
+    _make_directories()         # Django's checks want FILE_UPLOAD_TEMP_DIR (a restored data directory has none)
     from django.core.management import execute_from_command_line
     execute_from_command_line(['oaio-server manage', *args.command])
     return 0

@@ -177,3 +177,12 @@ def test_workers_serve_and_all_stop_on_sigterm(tmp_path):
     assert code == 0, server.log()
     wait_for(lambda: all(map(is_gone, family)), what='every process of the server gone')
     assert 'Stopping parent process' in server.log() and not logged_errors(server.log()), server.log()
+
+
+def test_manage_works_on_a_new_or_restored_data_directory(tmp_path):
+    """Django's checks want the data directory's tmp/ (FILE_UPLOAD_TEMP_DIR), which only serve made."""
+    env = {key: value for key, value in os.environ.items() if key != 'DATABASE_URL'}
+    result = subprocess.run([sys.executable, '-m', 'oaio.server.cli', 'manage', '--data', str(tmp_path / 'new'),
+                             'showmigrations', 'oaio'], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert '0001_initial' in result.stdout
