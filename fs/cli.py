@@ -257,7 +257,9 @@ def cmd_status(args) -> int:
 
 
 def _readable_stamp(stamp: str) -> str:
-    return f'{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]} UTC' if stamp else 'never'
+    if not stamp:
+        return 'never'
+    return f'{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]} UTC'
 
 
 def _object_dir(path: str) -> str:

@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench_lib import (PASSWORD, CountingProxy, OaioMount, PeerMount, Processes, Server, Session, Stats, Systems, cpu_seconds,
-                       drop_caches, fetch_passthroughfs, log, quiesce, rclone_argv, reset_peak_rss, speedup,
-                       status_kib, wait_disk_quiet, warm_memory, wire_bytes)
+from bench_lib import (PASSWORD, CountingProxy, OaioMount, PeerMount, Processes, Server, Session, Stats, Systems,
+                       cpu_seconds, drop_caches, fetch_passthroughfs, log, quiesce, rclone_argv, reset_peak_rss,
+                       speedup, status_kib, wait_disk_quiet, warm_memory, wire_bytes)
 
 MiB = 1024 * 1024
 PEERS = ('native', 'passthroughfs', 'rclone off', 'rclone full')
@@ -179,7 +179,7 @@ class Bench:
 
     def stats_of(self, runs: dict, unit: str, higher: bool) -> dict:
         values = {name: Stats(runs.get(name, []), unit, higher) for name in self.systems_in_order()}
-        for name, why in self.systems.missing.items():
+        for name in self.systems.missing:
             values[name] = Stats([], unit, higher, note='not run')
         return values
 
@@ -613,7 +613,7 @@ class Bench:
             index, client = index_client
             barrier.wait()
             oaio_id = None
-            for version in range(cfg.uploads_each):
+            for _ in range(cfg.uploads_each):
                 content = os.urandom(256 * 1024)
                 try:
                     if oaio_id is None:

@@ -202,12 +202,13 @@ def wait_disk_quiet(path: Path, busy: float = 0.05, window: float = 0.5, timeout
 
 def warm_memory(folder: Path, size: int) -> None:
     """Write a file of ``size`` bytes into ``folder`` (on the disk under test) and delete it at once,
-    without fsync (no disk I/O: delayed allocation never gives the pages blocks). The page cache
-    the next measurement allocates then comes from memory this machine touched a moment ago. Why: this VM's balloon hands memory that stayed free for a couple of
-    seconds back to the host (free page reporting), and taking it again costs a host fault per
-    page — a native 512 MiB write took 0.70-1.04 s of system time after a 5 s pause and
-    0.10-0.12 s right after writing and deleting 1 GiB (2026-11-29). Without this, whoever waited
-    longest before its write (oaio, while its upload finishes) paid for it."""
+    without fsync (no disk I/O: delayed allocation never gives the pages blocks). The page cache the
+    next measurement allocates then comes from memory this machine touched a moment ago. Why: this
+    VM's balloon hands memory that stayed free for a couple of seconds back to the host (free page
+    reporting), and taking it again costs a host fault per page — a native 512 MiB write took
+    0.70-1.04 s of system time after a 5 s pause and 0.10-0.12 s right after writing and deleting
+    1 GiB (2026-11-29). Without this, whoever waited longest before its write (oaio, while its
+    upload finishes) paid for it."""
     chunk = b'\xa5' * (1 << 20)
     path = folder / '.bench-warm-memory'
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

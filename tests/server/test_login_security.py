@@ -15,8 +15,9 @@ import os
 import time
 
 import requests
-from oaio_testing import PASSWORD, Api, ServerProcess, wait_for
 from requests.adapters import HTTPAdapter
+
+from oaio_testing import PASSWORD, Api, ServerProcess, wait_for
 
 
 class SourceAddressAdapter(HTTPAdapter):
