@@ -29,7 +29,7 @@ from .errors import StoreLockedError
 from .model import OaiObject
 
 OBJECTS_DIR = 'objz'
-FILES_DIR = 'filez'
+FILES_DIR = p.FILES_FOLDER
 LAST_SYNC_STAMP_FILE = 'last_sync_stamp.txt'
 STATE_FILE = 'state.json'
 

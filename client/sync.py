@@ -27,7 +27,7 @@ from .store import LocalStore, ObjectRecord, fsync_directory, make_private_dirs,
 
 log = logging.getLogger(__name__)
 
-CHUNK_BYTES = 1024 * 1024
+CHUNK_BYTES = p.CHUNK_BYTES
 PUSH_ROUNDS = 3
 DOWNLOAD_THREADS = 4        # files of one version fetched at once: the next request is sent while
                             # the server answers the last (memory: a chunk per thread)
@@ -276,7 +276,7 @@ class SyncEngine:
     def _write_values_conflict(self, record: ObjectRecord, losers: dict, device_id: str, stamp: str) -> str:
         """Keep the losing values of keys changed on two devices in an attached file named after the
         device they came from."""
-        path = conflict_name('values.json', device_id or 'device', stamp)
+        path = conflict_name(p.VALUES_FILE, device_id or 'device', stamp)
         write_atomic(self.store.file_path(record, path),
                      (json.dumps(losers, indent=2, sort_keys=True) + '\n').encode(), mode=0o644)
         self._conflict(f'object {record.obj.oaio_id!r}: values changed on two devices; the older ones are kept '
