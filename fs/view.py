@@ -53,7 +53,7 @@ def take_view(client: OaioClient) -> View:
         root = client.files_root(oaio_id)
         root.mkdir(parents=True, exist_ok=True)
         state = client.sync_state(oaio_id)
-        if state == 'synced' and any('.conflict-' in path for path in obj.file_paths):
+        if state == 'synced' and any(p.CONFLICT_MARK in path for path in obj.file_paths):
             state = 'conflict'
         infos[oaio_id] = ObjectInfo(oaio_id, names[oaio_id], obj.client_values, obj.client_stamp,
                                     obj.csh_access_right, client.owner_of(oaio_id), state, root)
