@@ -303,12 +303,15 @@ class OaioClient:
         news = self.wait_for_news(timeout)
         return self.apply_news(news) if news is not None else []
 
-    def wait_for_news(self, timeout: float = 30.0) -> dict | None:
+    def wait_for_news(self, timeout: float = 30.0, since: str = '') -> dict | None:
         """Long-poll the change feed for up to ``timeout`` seconds, applying nothing: what changed,
-        for :meth:`apply_news`, or None. The lock is held only to read the cursor, not while waiting.
-        Raises OfflineError/AuthenticationError."""
+        for :meth:`apply_news`, or None. ``since``: the cursor of news found before and maybe not
+        applied yet (it is not found again). The lock is held only to read the cursor, not while
+        waiting. Raises OfflineError/AuthenticationError."""
         with self._lock:
             cursor = self._engine.state['cursor']
+            if since.isdigit() and int(since) > int(cursor or 0):
+                cursor = since
             if self._watch_api is None:
                 self._watch_api = ServerApi(self._api.url, self.user_name, self._api._password,
                                             self.device_id, self.app_id)

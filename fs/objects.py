@@ -38,6 +38,20 @@ OVERLAY_FILE = 'fs-overlay.json'        # in the cache: object changes not yet h
 
 
 @dataclass
+class MountStatus:
+    """The connection as ``oaio status`` shows it; written by the sync task alone."""
+
+    online: bool = False        # did the last contact with the server succeed?
+    last_error: str = ''        # why the last sync did not complete ('' if it did)
+
+    def contact(self, online: bool, error: str | None = None) -> None:
+        """The outcome of a contact: ``error`` (with a sync: '' when it completed) is kept if given."""
+        self.online = online
+        if error is not None:
+            self.last_error = error
+
+
+@dataclass
 class Overlay:
     """Local object changes not yet in the client, each with the sequence number of its change."""
 
@@ -91,15 +105,15 @@ class Overlay:
 class ObjectLayer:
     """Nodes → local files and object changes. Never blocks on the client."""
 
-    def __init__(self, client: OaioClient, view: View):
+    def __init__(self, client: OaioClient, view: View, status: MountStatus | None = None):
         self.client = client
         self.cache_root = client.client_root
         self.overlay = Overlay()
         self.seq = 0
-        self.changed = trio.Event()         # set when the overlay gets a change
+        self.status = status or MountStatus()
         self.last_change = 0.0              # time.monotonic() of the latest change (the flusher's debounce)
-        self.online = False                 # set by the runner after each contact with the server
-        self.last_error = ''                # why the last sync did not complete (set by the runner)
+        self._taken = 0                     # the number of the latest change a batch took
+        self._changed = trio.Event()        # set at every change
         self.started_ns = time.time_ns()
         self._base = view
         self._objects: dict[str, ObjectInfo] = {}
@@ -147,7 +161,28 @@ class ObjectLayer:
     def _count_change(self) -> None:
         self.seq += 1
         self.last_change = time.monotonic()
-        self.changed.set()                  # already set during a burst: wakes nobody
+        self._changed.set()                 # already set during a burst: wakes nobody
+
+    def has_untaken_changes(self) -> bool:
+        """Whether a change was noted since the last batch was taken."""
+        return self.seq > self._taken
+
+    async def wait_untaken_changes(self) -> None:
+        """Until a change is noted that no batch has taken yet (for one waiter: the flusher)."""
+        while not self.has_untaken_changes():
+            if self._changed.is_set():
+                self._changed = trio.Event()
+            await self._changed.wait()
+
+    def take_batch(self) -> tuple[Overlay, int]:
+        """The local changes noted so far, to hand to the client, and the number of the latest: a
+        view holding them all is set with it (:meth:`set_view`), which then forgets them."""
+        self._taken = self.seq
+        return self.overlay.copy(), self.seq
+
+    def has_pending(self) -> bool:
+        """Whether an object has local versions the client has not uploaded yet."""
+        return any(info.sync == 'pending' for info in self._objects.values())
 
     def info(self, oaio_id: str) -> ObjectInfo:
         info = self._objects.get(oaio_id)
@@ -163,6 +198,14 @@ class ObjectLayer:
 
     def oaio_ids(self) -> list[str]:
         return list(self._objects)
+
+    def object_names(self) -> list[str]:
+        """The names of the object directories shown at the drive's root."""
+        return list(self._by_name)
+
+    def view_stamps(self) -> dict[str, str]:
+        """The stamp of every object of the client's view (the overlay not counted)."""
+        return {oaio_id: info.stamp for oaio_id, info in self._base.objects.items()}
 
     # nodes ---------------------------------------------------------------------------------
 
@@ -226,9 +269,9 @@ class ObjectLayer:
         if key == 'pid':
             return str(os.getpid())
         states = [info.sync for info in self._objects.values()]
-        return json.dumps({'online': self.online, 'objects': len(states), 'pending': states.count('pending'),
+        return json.dumps({'online': self.status.online, 'objects': len(states), 'pending': states.count('pending'),
                            'conflicts': states.count('conflict'), 'errors': states.count('error'),
-                           'last_sync': self.client.last_sync_stamp, 'last_error': self.last_error,
+                           'last_sync': self.client.last_sync_stamp, 'last_error': self.status.last_error,
                            'user': self.client.user_name,
                            'server': self.client.server_url, 'cache': self.cache_root})
 

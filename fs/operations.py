@@ -268,6 +268,25 @@ class Operations(pyfuse3.Operations):
             if inode in self._detached and self.inodes.node(inode) is None:
                 os.close(self._detached.pop(inode))
 
+    # for the runner's invalidations (never called from a handler) ----------------------------
+
+    def kernel_entries(self, oaio_ids: list[str]) -> list[tuple[int, int, str | None]]:
+        """(inode, parent inode, name or None) of every inode the kernel may cache of these objects."""
+        entries = []
+        for oaio_id in oaio_ids:
+            for inode, node in self.inodes.known(oaio_id):
+                parent = self.inodes.inode(self.layer.parent(node)) if node.kind != 'object' else ROOT_INODE
+                name = VALUES_FILE if node.kind == 'values' else \
+                    node.path.rsplit('/', 1)[-1] if node.kind == 'path' else None
+                entries.append((inode, parent, name))
+        return entries
+
+    def cached_folders_of(self, oaio_ids: list[str]) -> list[int]:
+        """The inodes of these objects' folders whose listings the kernel may keep (opendir)."""
+        wanted = set(oaio_ids)
+        return [inode for inode in self.cached_folders
+                if (node := self.inodes.node(inode)) is not None and node.oaio_id in wanted]
+
     @handler
     async def statfs(self, ctx: RequestContext) -> pyfuse3.StatvfsData:
         stats = os.statvfs(self.layer.cache_root)

@@ -1,8 +1,10 @@
-"""The mount's runner: one trio nursery with ``pyfuse3.main``, the flusher (local changes → client
-→ server) and the watcher (server → client → kernel caches).
+"""The mount's runner: one trio nursery with ``pyfuse3.main`` and three jobs — the sync task, which
+alone uses the client (local changes → client → server, server → client → kernel caches), and the
+flusher and the watcher, which only signal it over a memory channel: "these local changes are
+ready" (after a debounce), "the change feed has news", "offline, try again".
 
 Blocking client calls run in worker threads (one capacity limiter), so handlers never wait on a
-sync; kernel caches are invalidated from these background tasks, never from inside a handler.
+sync; kernel caches are invalidated from the sync task, never from inside a handler.
 """
 from __future__ import annotations
 
@@ -11,18 +13,19 @@ import logging
 import os
 import signal
 import time
+from dataclasses import dataclass
 
 import pyfuse3
 import trio
 
-from oaio.client import AuthenticationError, OaioClient, OfflineError
+from oaio.client import AuthenticationError, OaioClient, OaioError, OfflineError
 from oaio.client import protocol as p
 from oaio.client.model import user_values
 
 from .inodes import ROOT_INODE, Node
-from .objects import ObjectLayer, Overlay
+from .objects import MountStatus, ObjectLayer, Overlay
 from .operations import Operations
-from .view import View, take_view
+from .view import take_view
 
 log = logging.getLogger(__name__)
 
@@ -74,33 +77,116 @@ def rescan_files(client: OaioClient) -> None:
                 log.warning('cannot take the files of %s: %s', oaio_id, exc)
 
 
+@dataclass(frozen=True)
+class Flush:
+    """Local changes are ready (the flusher, after a quiet moment), or try again (the watcher, offline)."""
+
+
+@dataclass(frozen=True)
+class News:
+    """The change feed has news (:meth:`OaioClient.wait_for_news`'s answer)."""
+
+    news: dict
+
+
+@dataclass(frozen=True)
+class Offline:
+    """The change feed cannot be reached."""
+
+    reason: str
+
+
+class Flusher:
+    """Waits for local changes and, once they have been quiet for a moment, tells the sync task."""
+
+    def __init__(self, layer: ObjectLayer, to_sync: trio.MemorySendChannel):
+        self.layer, self.to_sync = layer, to_sync
+
+    async def run(self) -> None:
+        while True:
+            await self.layer.wait_untaken_changes()
+            # wait for a quiet moment (no change for DEBOUNCE_SECONDS since waking or since the latest
+            # change) by the time of the latest change, so the writes of a burst do not wake this task
+            woken = time.monotonic()
+            deadline = woken + MAX_DELAY_SECONDS
+            while (wake := min(max(self.layer.last_change, woken) + DEBOUNCE_SECONDS, deadline)) > time.monotonic():
+                await trio.sleep(max(0.0, wake - time.monotonic()))
+            if self.layer.has_untaken_changes():        # not taken meanwhile by a flush of the sync task
+                await self.to_sync.send(Flush())
+
+
+class Watcher:
+    """Long-polls the change feed (applying nothing) and hands what it finds to the sync task;
+    retries with back-off while offline."""
+
+    def __init__(self, client: OaioClient, to_sync: trio.MemorySendChannel):
+        self.client, self.to_sync = client, to_sync
+
+    async def run(self) -> None:
+        failures, cursor = 0, ''
+        while True:
+            try:
+                news = await trio.to_thread.run_sync(self.client.wait_for_news, POLL_SECONDS, cursor,
+                                                     abandon_on_cancel=True)
+            except (OfflineError, AuthenticationError) as exc:
+                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
+                failures += 1
+                log.info('server not reachable (%s); retrying in %d s', exc, delay)
+                await self.to_sync.send(Offline(str(exc)))
+                await trio.sleep(delay)
+                await self.to_sync.send(Flush())
+                continue
+            failures = 0
+            # the sync task may apply the news after the next poll began: it is not to be found again
+            cursor = str(news['answer'].get('cursor', '')) if news else ''
+            await self.to_sync.send(News(news or {}))
+
+
 class Mount:
-    """Everything of one mounted drive."""
+    """Everything of one mounted drive; :meth:`run_sync_task` is the one task that uses the client."""
 
     def __init__(self, client: OaioClient, mountpoint: str):
         self.client, self.mountpoint = client, mountpoint
+        self.status = MountStatus()
         self.layer: ObjectLayer | None = None
         self.operations: Operations | None = None
-        self._views_taken = 0               # numbers the views in the order they were begun
-        self._view_shown: tuple[int, View] | None = None
 
-    async def refresh_view(self, taken_up_to: int = 0) -> None:
-        """Show the client's objects. Views are taken in worker threads by the flusher and the
-        watcher at once and may finish out of order: one begun earlier than the view shown may miss
-        changes that view holds, so it is dropped (the shown view holds all up to ``taken_up_to``)."""
-        self._views_taken += 1
-        number = self._views_taken
-        view = await in_thread(take_view, self.client)
-        before = self._view_shown[1].objects if self._view_shown else {}
-        if self._view_shown is None or number > self._view_shown[0]:
-            self._view_shown = (number, view)
-        self.layer.set_view(self._view_shown[1], taken_up_to)
-        if self.operations is not None and self.operations.cached_folders:
-            # a sync of the flusher may have pulled or merged versions too (the watcher invalidates
-            # what it pulls itself): listings the kernel keeps of their folders are dropped now
-            # rather than when it next finds the folder's mtime changed
-            await self.invalidate_folders([oaio_id for oaio_id, info in view.objects.items()
-                                           if oaio_id not in before or before[oaio_id].stamp != info.stamp])
+    # the sync task ---------------------------------------------------------------------------
+
+    async def run_sync_task(self, signals: trio.MemoryReceiveChannel) -> None:
+        async for signal_ in signals:
+            if isinstance(signal_, Flush):
+                await self.flush()
+            elif isinstance(signal_, Offline):
+                self.status.contact(False)
+            else:
+                await self.take_news(signal_.news)
+
+    async def take_news(self, news: dict) -> None:
+        """Apply what the watcher found, show it, and drop what the kernel caches of it."""
+        changed = []
+        if news:
+            try:
+                changed = await in_thread(self.client.apply_news, news)
+            except OaioError as exc:
+                log.warning('remote changes not taken: %s', exc)
+                self.status.contact(not isinstance(exc, (OfflineError, AuthenticationError)))
+                return
+        self.status.contact(True)
+        if changed:
+            await self.refresh_view()
+            await self.invalidate(changed)
+        # back online, or a pulled version was merged with local edits: the client holds versions
+        # no local change will flush, so push them now
+        if self.layer.has_pending():
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Hand every noted local change to the client, then sync."""
+        batch, taken_up_to = self.layer.take_batch()
+        if batch:
+            await in_thread(apply_overlay, self.client, batch)
+        await self.sync(taken_up_to)
 
     async def sync(self, taken_up_to: int | None = None) -> bool:
         """One synchronization, then (with ``taken_up_to``) a fresh view of its result. ``oaio status``
@@ -111,81 +197,38 @@ class Mount:
             log.warning('sync incomplete: %s', self.client.error_message)
         if taken_up_to is not None:
             await self.refresh_view(taken_up_to)
-        self.layer.online = self.client.online
-        self.layer.last_error = '' if ok else self.client.error_message
+        self.status.contact(self.client.online, '' if ok else self.client.error_message)
         return ok
 
-    async def flush(self) -> None:
-        """Hand every noted local change to the client, then sync."""
-        layer = self.layer
-        batch, taken_up_to = layer.overlay.copy(), layer.seq
-        layer.changed = trio.Event()
-        if batch:
-            await in_thread(apply_overlay, self.client, batch)
-        await self.sync(taken_up_to)
+    async def refresh_view(self, taken_up_to: int = 0) -> None:
+        """Show the client's objects (the view holds every local change numbered up to ``taken_up_to``)."""
+        before = self.layer.view_stamps()
+        self.layer.set_view(await in_thread(take_view, self.client), taken_up_to)
+        if self.operations is not None:
+            # a sync may have pulled or merged versions too (news are invalidated where they are
+            # taken): listings the kernel keeps of their folders are dropped now rather than when it
+            # next finds the folder's mtime changed
+            after = self.layer.view_stamps()
+            await self.invalidate_folders([oaio_id for oaio_id, stamp in after.items() if before.get(oaio_id) != stamp])
 
-    async def run_flusher(self) -> None:
-        while True:
-            await self.layer.changed.wait()
-            # wait for a quiet moment (no change for DEBOUNCE_SECONDS since waking or since the latest
-            # change) by the time of the latest change, so the writes of a burst do not wake this task
-            woken = time.monotonic()
-            deadline = woken + MAX_DELAY_SECONDS
-            while (wake := min(max(self.layer.last_change, woken) + DEBOUNCE_SECONDS, deadline)) > time.monotonic():
-                await trio.sleep(max(0.0, wake - time.monotonic()))
-            await self.flush()
-
-    async def run_watcher(self) -> None:
-        """Pull remote changes as they happen (long poll); retry with back-off while offline."""
-        failures = 0
-        while True:
-            try:
-                changed = await trio.to_thread.run_sync(self.client.wait_for_remote_changes, POLL_SECONDS,
-                                                        abandon_on_cancel=True)
-                failures = 0
-                self.layer.online = True
-            except (OfflineError, AuthenticationError) as exc:
-                self.layer.online = False
-                delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
-                failures += 1
-                log.info('server not reachable (%s); retrying in %d s', exc, delay)
-                await trio.sleep(delay)
-                await self.flush()
-                continue
-            if changed:
-                await self.refresh_view()
-                await self.invalidate(changed)
-            # back online, or a pulled version was merged with local edits: the client holds versions
-            # no local change will flush, so push them now
-            if any(self.layer.info(oaio_id).sync == 'pending' for oaio_id in self.layer.oaio_ids()):
-                self.layer.changed.set()
+    # the kernel's caches ---------------------------------------------------------------------
 
     async def invalidate(self, oaio_ids: list[str]) -> None:
         """Drop what the kernel caches of changed objects, so the next open sees the new content."""
-        table = self.operations.inodes
-        for oaio_id in oaio_ids:
-            for inode, node in table.known(oaio_id):
-                await in_thread(_invalidate_inode, inode)
-                parent = table.inode(self.layer.parent(node)) if node.kind != 'object' else ROOT_INODE
-                name = node.path.rsplit('/', 1)[-1] if node.kind == 'path' else None
-                if node.kind == 'values':
-                    name = p.VALUES_FILE
-                if name:
-                    pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
-        for name in list(self._root_names()):
+        for inode, parent, name in self.operations.kernel_entries(oaio_ids):
+            await in_thread(_invalidate_inode, inode)
+            if name:
+                pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
+        for name in self.layer.object_names():
             pyfuse3.invalidate_entry_async(ROOT_INODE, os.fsencode(name), ignore_enoent=True)
         await in_thread(_invalidate_inode, ROOT_INODE)
 
     async def invalidate_folders(self, oaio_ids: list[str]) -> None:
         """Drop the listings (and attributes) the kernel keeps of these objects' folders, not their files."""
-        changed = set(oaio_ids)
-        table = self.operations.inodes
-        for inode in [inode for inode in self.operations.cached_folders
-                      if (node := table.node(inode)) is not None and node.oaio_id in changed]:
+        for inode in self.operations.cached_folders_of(oaio_ids):
             await in_thread(_invalidate_inode, inode)
 
-    def _root_names(self):
-        return [self.layer.info(oaio_id).name for oaio_id in self.layer.oaio_ids()]
+    # running ---------------------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Mount, serve until unmounted or signalled, then hand over pending changes and unmount."""
@@ -195,7 +238,7 @@ class Mount:
             await in_thread(apply_overlay, self.client, saved)
             Overlay().save(self.client.client_root)             # the client has them now
         await in_thread(rescan_files, self.client)
-        self.layer = ObjectLayer(self.client, await in_thread(take_view, self.client))
+        self.layer = ObjectLayer(self.client, await in_thread(take_view, self.client), self.status)
         with trio.move_on_after(INITIAL_SYNC_SECONDS):      # show the objects at once when we can
             await self.flush()
         self.operations = Operations(self.layer)
@@ -207,11 +250,13 @@ class Mount:
         # after every create (each create invalidates them): one request in four of a create.
         options = {'fsname=oaio', 'subtype=oaio', 'auto_unmount'}     # not pyfuse3.default_options
         pyfuse3.init(self.operations, self.mountpoint, options)
+        to_sync, signals = trio.open_memory_channel(0)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._serve_until_unmounted, nursery)
-                nursery.start_soon(self.run_flusher)
-                nursery.start_soon(self.run_watcher)
+                nursery.start_soon(self.run_sync_task, signals)
+                nursery.start_soon(Flusher(self.layer, to_sync.clone()).run)
+                nursery.start_soon(Watcher(self.client, to_sync.clone()).run)
                 nursery.start_soon(self._stop_on_signal)
                 task_status.started()
         finally:
@@ -220,8 +265,9 @@ class Mount:
                 await self.drain()
 
     async def drain(self) -> None:
-        """Persist every pending change in the client store and try one last upload."""
-        batch = self.layer.overlay.copy()
+        """Persist every pending change in the client store and try one last upload (the sync task
+        has ended with the nursery)."""
+        batch, _ = self.layer.take_batch()
         if batch:
             await in_thread(apply_overlay, self.client, batch)
             Overlay().save(self.client.client_root)         # the client store has them now

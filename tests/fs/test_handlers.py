@@ -45,8 +45,8 @@ class Drive:
 
     def flush(self) -> None:
         """What the runner's flusher does: hand the overlay to the client, sync, take a fresh view."""
-        taken = self.layer.seq
-        runner.apply_overlay(self.client, self.layer.overlay.copy())
+        batch, taken = self.layer.take_batch()
+        runner.apply_overlay(self.client, batch)
         assert self.client.synchronize_with_server_if_online(), self.client.error_message
         self.layer.set_view(take_view(self.client), taken)
 
@@ -581,3 +581,29 @@ def test_an_injected_fault_on_a_real_mount_gives_eio_and_the_mount_stays_up(serv
     assert not thread.is_alive(), 'the mount thread did not end after fusermount3 -u'
     assert ended == [None], ended
     assert not os.path.ismount(mountpoint)
+
+
+def test_the_flusher_signals_the_sync_task_once_per_burst_and_only_for_untaken_changes(drive):
+    """A burst of writes becomes one signal on the channel, after the debounce; a batch the sync task
+    has taken is not signalled again; the layer hands the batch over in one call."""
+    async def main():
+        to_sync, signals = trio.open_memory_channel(0)
+        obj = await drive.ops.mkdir(ROOT_INODE, b'burst', 0o755, None)
+        batch, seq = drive.layer.take_batch()
+        assert batch.new and seq == drive.layer.seq and not drive.layer.has_untaken_changes()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(runner.Flusher(drive.layer, to_sync).run)
+            for index in range(20):
+                await drive.write_file(obj.st_ino, f'f{index}.txt', b'x')
+            with trio.fail_after(5):
+                assert isinstance(await signals.receive(), runner.Flush)
+            batch, _ = drive.layer.take_batch()
+            assert sorted(batch.files[drive.layer.object_id_by_name('burst')]) == sorted(f'f{i}.txt' for i in range(20))
+            with trio.move_on_after(runner.DEBOUNCE_SECONDS * 3) as quiet:
+                await signals.receive()
+            assert quiet.cancelled_caught, 'signalled again without a new change'
+            await drive.write_file(obj.st_ino, 'late.txt', b'y')
+            with trio.fail_after(5):
+                assert isinstance(await signals.receive(), runner.Flush)
+            nursery.cancel_scope.cancel()
+    trio.run(main)
