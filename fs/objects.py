@@ -281,7 +281,7 @@ class ObjectLayer:
         try:
             return json.dumps(await ask_server(self.client.access_list, oaio_id))
         except (OaioError, trio.TooSlowError) as exc:
-            log.warning('access list of %s: %s', name, exc or 'no answer in time')
+            log.warning('access list of %s: %s', name, str(exc) or 'no answer in time')
             raise
 
     async def share(self, oaio_id: str, user: str, right: str) -> None:
@@ -292,7 +292,7 @@ class ObjectLayer:
         try:
             await ask_server(self.client.share, oaio_id, user, right)
         except (OaioError, trio.TooSlowError) as exc:
-            log.warning('sharing %s with %s failed: %s', name, user, exc or 'no answer in time')
+            log.warning('sharing %s with %s failed: %s', name, user, str(exc) or 'no answer in time')
             raise
 
     # files ---------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import trio
 
 from oaio.client import OaioClient
 from oaio.client import sync as sync_module
+from oaio.fs import objects as objects_module
 from oaio.fs import runner
 from oaio.fs.inodes import ROOT_INODE
 from oaio.fs.names import is_temp_path
@@ -606,4 +607,38 @@ def test_the_flusher_signals_the_sync_task_once_per_burst_and_only_for_untaken_c
             with trio.fail_after(5):
                 assert isinstance(await signals.receive(), runner.Flush)
             nursery.cancel_scope.cancel()
+    trio.run(main)
+
+
+def test_the_sharing_xattrs_answer_while_a_sync_holds_the_client_and_time_out(drive, api, monkeypatch, caplog):
+    """getxattr user.oaio.access and setxattr user.oaio.share ask the server without the client's
+    lock: they answer while a sync holds it; a server too slow to answer gives ETIMEDOUT."""
+    api('bob')
+
+    async def main():
+        obj = await drive.ops.mkdir(ROOT_INODE, b'shared', 0o755, None)
+        drive.flush()
+        held, release = threading.Event(), threading.Event()
+
+        def long_sync():
+            with drive.client._lock:            # what a sync of many files holds
+                held.set()
+                release.wait(30)
+        syncing = threading.Thread(target=long_sync)
+        syncing.start()
+        try:
+            assert held.wait(10)
+            with trio.fail_after(20):
+                await drive.ops.setxattr(obj.st_ino, b'user.oaio.share', b'bob:r', None)
+                rows = json.loads(await drive.ops.getxattr(obj.st_ino, b'user.oaio.access', None))
+            assert [(row['username'], row['access_right']) for row in rows] == [('alice', 'C'), ('bob', 'r')]
+            monkeypatch.setattr(objects_module, 'SERVER_SECONDS', 0.2)
+            monkeypatch.setattr(drive.client, 'access_list', lambda oaio_id: time.sleep(1) or [])
+            with pytest.raises(pyfuse3.FUSEError) as raised:
+                await drive.ops.getxattr(obj.st_ino, b'user.oaio.access', None)
+            assert raised.value.errno == errno.ETIMEDOUT
+            assert 'access list of shared: no answer in time' in caplog.text
+        finally:
+            release.set()
+            syncing.join()
     trio.run(main)
