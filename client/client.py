@@ -151,7 +151,7 @@ class OaioClient:
 
     def default_files_root(self, oaio_id: str) -> Path:
         """Where the files of a new object without a root of its own will live (no lock taken)."""
-        return Path(self.client_root) / 'filez' / p.check_oaio_id(oaio_id)
+        return Path(self.client_root) / p.FILES_FOLDER / p.check_oaio_id(oaio_id)
 
     def object(self, oaio_id: str) -> OaiObject | None:
         """A copy of one object of the local store, or None."""
@@ -370,7 +370,7 @@ class OaioClient:
             folder = Path(expand_path(root_path))
         else:
             oaio_id = object_id(self.user_name, self.device_id, self.app_id, stamp, values)
-            folder = Path(self.client_root) / 'filez' / oaio_id
+            folder = Path(self.client_root) / p.FILES_FOLDER / oaio_id
         self._provide_file(folder / file_name, file_content)
         if root_path:
             return self.register_object(values, stamp=stamp, csh_id=csh_id, local_root=str(folder))
@@ -581,7 +581,7 @@ class OaioClient:
 
 def _main_file(paths: list[str]) -> str:
     """The file of a file object: its first path that is not a conflict copy."""
-    return next((path for path in paths if '.conflict-' not in path.rsplit('/', 1)[-1]), paths[0])
+    return next((path for path in paths if p.CONFLICT_MARK not in path.rsplit('/', 1)[-1]), paths[0])
 
 
 def _move_hashes(hashes: dict, old: str, new: str) -> None:

@@ -31,6 +31,7 @@ from oaio.fs.names import is_temp_path
 from oaio.fs.objects import ObjectLayer
 from oaio.fs.operations import EXTENDED_PYFUSE3, Operations
 from oaio.fs.view import take_view
+
 from oaio_testing import PASSWORD
 
 RW = os.O_RDWR
