@@ -5,7 +5,7 @@ import logging
 from django.core.exceptions import BadRequest, PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, JsonResponse
 
-from oaio.client.protocol import ProtocolError
+from oaio.protocol import ProtocolError
 
 log = logging.getLogger(__name__)
 

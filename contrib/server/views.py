@@ -12,7 +12,7 @@ from django.contrib.auth import authenticate, login as django_login, logout as d
 from django.http import HttpResponseBase, JsonResponse
 from django.middleware.csrf import get_token
 
-from oaio.client import protocol as p
+from oaio import protocol as p
 
 from . import objects, throttle
 from .errors import InvalidInput, MethodNotAllowed, NotAuthenticated, NotFound
