@@ -173,9 +173,14 @@ def check_storable_text(text: str, what: str = 'text') -> str:
     return text
 
 
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
 def _check_storable_values(values: dict) -> None:
-    """Every string in ``values`` (keys too) storable, every number finite (JSON has no NaN), and
-    at most :data:`MAX_VALUES_DEPTH` levels of nesting."""
+    """Every item of ``values`` a JSON type (dicts with string keys, lists, strings, numbers,
+    booleans, null — no datetime, tuple, set or bytes, which ``json`` would refuse or silently
+    change), every string storable, every number finite (JSON has no NaN), and at most
+    :data:`MAX_VALUES_DEPTH` levels of nesting."""
     pending = [(values, 1)]
     while pending:
         item, depth = pending.pop()
@@ -186,8 +191,12 @@ def _check_storable_values(values: dict) -> None:
         elif isinstance(item, (dict, list)):
             if depth > MAX_VALUES_DEPTH:
                 raise ProtocolError(f"values are nested deeper than {MAX_VALUES_DEPTH} levels")
+            if isinstance(item, dict) and not all(isinstance(key, str) for key in item):
+                raise ProtocolError("values keys must be strings, at every level")
             children = [*item, *item.values()] if isinstance(item, dict) else item
             pending.extend((child, depth + 1) for child in children)
+        elif not isinstance(item, _JSON_SCALARS):
+            raise ProtocolError(f"values must hold JSON types only, got {type(item).__name__}: {item!r:.40}")
 
 
 def check_values(values: object) -> dict:

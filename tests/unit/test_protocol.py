@@ -2,6 +2,7 @@
 touches the disk, and that its limits fit together."""
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -142,3 +143,21 @@ def test_the_limits_fit_together():
     assert 2 * wire < p.MAX_REQUEST_BODY_BYTES
     assert p.MAX_PATH_BYTES >= p.MAX_NAME_BYTES
     assert p.CONFLICT_MARK.startswith('.') and p.VALUES_FILE == 'values.json' and p.FILES_FOLDER == 'filez'
+
+
+@pytest.mark.parametrize('values', [
+    {'when': datetime.datetime(2026, 12, 2, 8, 0)},
+    {'pair': (1, 2)},
+    {'tags': {'a', 'b'}},
+    {'raw': b'bytes'},
+    {'nested': {1: 'an int key, which json would turn into "1"'}},
+    {'deep': [{'x': [object()]}]},
+], ids=['datetime', 'tuple', 'set', 'bytes', 'int-key', 'object'])
+def test_values_hold_json_types_only(values):
+    with pytest.raises(p.ProtocolError):
+        p.check_values(values)
+
+
+def test_json_values_pass():
+    values = {'a': [1, 2.5, True, False, None, {'b': 'c'}], 'd': {}, 'e': ''}
+    assert p.check_values(values) is values
