@@ -82,8 +82,9 @@ def require_mount_packages() -> None:
                        "(with fuse3, libfuse3-dev, pkg-config and a C compiler installed)") from None
 
 
-def prepare_mountpoint(mountpoint: str) -> str:
-    """Check the mountpoint; clean up a dead mount a killed process left behind."""
+def prepare_mountpoint(mountpoint: str, allow_non_empty: bool = False) -> str:
+    """Check the mountpoint; clean up a dead mount a killed process left behind. A non-empty one is
+    refused unless ``allow_non_empty``: the drive would hide its files until unmounted."""
     path = os.path.abspath(mountpoint)
     try:
         os.stat(path)
@@ -100,6 +101,9 @@ def prepare_mountpoint(mountpoint: str) -> str:
         raise CliError(f'mountpoint is busy (something is mounted there): {path}')
     if not os.path.isdir(path):
         raise CliError(f'mountpoint is not a directory: {path}')
+    if not allow_non_empty and os.listdir(path):
+        raise CliError(f'mountpoint is not empty (the drive would hide its files; --allow-non-empty mounts '
+                       f'anyway): {path}')
     return path
 
 
@@ -117,7 +121,7 @@ def cmd_mount(args) -> int:
     from oaio.client import AuthenticationError, OaioClient, OaioError, OfflineError, StoreLockedError
     from .names import is_temp_path
 
-    mountpoint = prepare_mountpoint(args.mountpoint)
+    mountpoint = prepare_mountpoint(args.mountpoint, args.allow_non_empty)
     password = read_password(args.password_file)
     cache = Path(args.cache).resolve() if args.cache else default_cache(args.server, args.user)
     ready_read, ready_write = os.pipe()
@@ -345,6 +349,8 @@ def _parser() -> argparse.ArgumentParser:
     mount.add_argument('--cache', help='cache directory (default ~/.cache/oaio/USER@SERVER)')
     mount.add_argument('--device', help='id of this device (default: the host name)')
     mount.add_argument('--foreground', action='store_true', help='stay in front instead of returning when mounted')
+    mount.add_argument('--allow-non-empty', action='store_true',
+                       help='mount on a directory that holds files (hidden while the drive is mounted)')
     mount.add_argument('-v', '--verbose', action='store_true', help='debug logging, also to stderr')
     mount.set_defaults(func=cmd_mount)
 
