@@ -16,11 +16,10 @@ import sys
 import time
 from pathlib import Path
 
+from . import failures
+from .failures import CliError, one_line, unreachable_reason
+
 log = logging.getLogger('oaio')
-
-
-class CliError(Exception):
-    """A one-line error for the user; exits with status 1."""
 
 
 # credentials and paths -----------------------------------------------------------------------
@@ -111,26 +110,46 @@ def mount_attr(mountpoint: str, name: str) -> str:
     try:
         return os.getxattr(mountpoint, f'user.oaio.{name}').decode()
     except OSError as exc:
-        raise CliError(f'{mountpoint} is not an oaio mount ({exc.strerror})') from None
+        raise CliError(f'{mountpoint} is not an oaio drive ({exc.strerror})', failures.NOT_FOUND) from None
+
+
+def has_cache(cache: Path) -> bool:
+    """Has an earlier mount or sync left objects or sync state in ``cache``? (A first mount finds none.)"""
+    from oaio.client.store import LAST_SYNC_STAMP_FILE, OBJECTS_DIR, STATE_FILE
+    return ((cache / STATE_FILE).exists() or (cache / LAST_SYNC_STAMP_FILE).exists()
+            or any((cache / OBJECTS_DIR).glob('*.json')))
+
+
+def login_error(exc: Exception, server: str, user: str, api_url: str) -> CliError:
+    """The one-line error, with its exit code, for a login that failed with the client's ``exc``."""
+    from oaio.client import AuthenticationError, OfflineError, ServerError
+    if isinstance(exc, AuthenticationError):
+        return CliError(f'wrong user name or password for {user} on {server}', failures.AUTHENTICATION)
+    if isinstance(exc, OfflineError):
+        reason = unreachable_reason(api_url) or one_line(str(exc))
+        return CliError(f'server {server} unreachable: {reason}', failures.UNREACHABLE)
+    if isinstance(exc, ServerError) and (exc.status in (404, 405, 501)
+                                         or str(exc.body.get('detail', '')).lstrip().startswith('<')):
+        return CliError(f'{server} answers, but is no oaio server: its login {api_url}login/ answered '
+                        f'HTTP {exc.status}', failures.REFUSED)
+    return CliError(f'cannot log in to {server}: {one_line(str(exc))}', failures.REFUSED)
 
 
 # commands -----------------------------------------------------------------------------------
 
 def cmd_mount(args) -> int:
     require_mount_packages()
-    from oaio.client import AuthenticationError, OaioClient, OaioError, OfflineError, StoreLockedError
+    from oaio.client import OaioClient, OaioError, StoreLockedError
     from .names import is_temp_path
 
     mountpoint = prepare_mountpoint(args.mountpoint, args.allow_non_empty)
     password = read_password(args.password_file)
     cache = Path(args.cache).resolve() if args.cache else default_cache(args.server, args.user)
+    first_mount = not has_cache(cache)          # before the client makes its store there
     ready_read, ready_write = os.pipe()
     if not args.foreground and os.fork() > 0:
         os.close(ready_write)
-        message = os.read(ready_read, 4096).decode()
-        if message != 'ready':
-            raise CliError(message or 'the mount process ended without a word; see ' + str(cache / 'oaio.log'))
-        return 0
+        return _wait_until_mounted(ready_read, cache)
     if not args.foreground:
         os.close(ready_read)        # in front nobody reads, but the read end stays open: 'ready' must not hit EPIPE
         os.setsid()
@@ -140,30 +159,44 @@ def cmd_mount(args) -> int:
                             device_id=args.device or '', client_root=str(cache), auto_sync=False,
                             ignore_file=is_temp_path)
     except StoreLockedError as exc:
-        return _mount_failed(str(exc), ready_write, args.foreground)
+        return _mount_failed(CliError(str(exc), failures.MOUNT_FAILED), ready_write, args.foreground)
+    warning = ''
     try:
         client.login()
-    except AuthenticationError:
-        client.close()
-        return _mount_failed(f'wrong user name or password for {args.user} on {args.server}', ready_write,
-                             args.foreground)
-    except OfflineError:
-        log.warning('server %s unreachable: mounting the cached objects; changes sync when it is back',
-                    args.server)
-    except OaioError as exc:        # the server answered, but not as an oaio server (a redirect, a 500)
-        client.close()
-        return _mount_failed(f'cannot log in to {args.server}: {exc}', ready_write, args.foreground)
+    except OaioError as exc:
+        error = login_error(exc, args.server, args.user, client.server_url)
+        if error.code != failures.UNREACHABLE or first_mount:     # nothing cached to show: say so, as rclone does
+            client.close()
+            return _mount_failed(error, ready_write, args.foreground)
+        warning = f'{error}; mounting the cached objects offline, changes sync when it is back'
+        log.warning('%s', warning)
+        if args.foreground:
+            print(f'oaio: warning: {warning}', file=sys.stderr, flush=True)
     if not args.foreground:
         _detach_stdio()
-    return _run_mount(client, mountpoint, ready_write)
+    return _run_mount(client, mountpoint, ready_write, warning)
 
 
-def _mount_failed(message: str, ready_write: int, foreground: bool) -> int:
+def _wait_until_mounted(ready_read: int, cache: Path) -> int:
+    """In the parent: wait for the mount process's word (``ready`` and a warning, or ``CODE message``)."""
+    message = os.read(ready_read, 4096).decode()
+    if message.startswith('ready'):
+        warning = message.removeprefix('ready').strip()
+        if warning:
+            print(f'oaio: warning: {warning}', file=sys.stderr)
+        return failures.OK
+    code, _, text = message.partition(' ')
+    if not code.isdigit():
+        raise CliError(f'the mount process ended without a word; see {cache / "oaio.log"}', failures.MOUNT_FAILED)
+    raise CliError(text, int(code))
+
+
+def _mount_failed(error: CliError, ready_write: int, foreground: bool) -> int:
     """Before mounting: tell the waiting parent, or (in front) the user on stderr."""
     if foreground:
-        raise CliError(message)
-    os.write(ready_write, message.encode())
-    return 1
+        raise error
+    os.write(ready_write, f'{error.code} {error}'.encode())
+    return error.code
 
 
 def _detach_stdio() -> None:
@@ -173,7 +206,7 @@ def _detach_stdio() -> None:
     os.close(null)
 
 
-def _run_mount(client, mountpoint: str, ready_write: int) -> int:
+def _run_mount(client, mountpoint: str, ready_write: int, warning: str) -> int:
     import trio
 
     from .runner import Mount
@@ -183,7 +216,7 @@ def _run_mount(client, mountpoint: str, ready_write: int) -> int:
         async with trio.open_nursery() as nursery:
             await nursery.start(mount.run)
             log.info('mounted %s on %s', client.server_url, mountpoint)
-            os.write(ready_write, b'ready')
+            os.write(ready_write, f'ready\n{warning}'.encode())
             os.close(ready_write)
             notify_systemd('READY=1')
 
@@ -192,10 +225,10 @@ def _run_mount(client, mountpoint: str, ready_write: int) -> int:
     except Exception as exc:
         log.exception('the mount failed')
         try:
-            os.write(ready_write, f'mount failed: {exc}'.encode())
+            os.write(ready_write, f'{failures.MOUNT_FAILED} mount failed: {one_line(str(exc))}'.encode())
         except OSError:
             pass
-        return 1
+        return failures.MOUNT_FAILED
     finally:
         client.close()
     log.info('unmounted %s', mountpoint)
@@ -225,12 +258,13 @@ def cmd_umount(args) -> int:
     pid = int(mount_attr(mountpoint, 'pid'))
     result = subprocess.run(['fusermount3', '-u', mountpoint], capture_output=True, text=True)
     if result.returncode:
-        raise CliError(f'cannot unmount {mountpoint}: {result.stderr.strip()}')
+        raise CliError(f'cannot unmount {mountpoint}: {one_line(result.stderr)}', failures.MOUNT_FAILED)
     deadline = time.monotonic() + args.timeout
     while _running(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     if _running(pid):
-        raise CliError(f'unmounted, but the mount process {pid} is still uploading; it goes on in the background')
+        raise CliError(f'unmounted, but the mount process {pid} is still uploading; it goes on in the background',
+                       failures.MOUNT_FAILED)
     return 0
 
 
@@ -245,25 +279,36 @@ def _running(pid: int) -> bool:
 
 def cmd_status(args) -> int:
     mountpoints = [os.path.abspath(args.mountpoint)] if args.mountpoint else oaio_mounts()
-    states = {mountpoint: json.loads(mount_attr(mountpoint, 'status')) for mountpoint in mountpoints}
+    for mountpoint in mountpoints:
+        if not os.path.lexists(mountpoint):
+            raise CliError(f'{mountpoint} does not exist', failures.NOT_FOUND)
+    states = {mountpoint: _status(mountpoint) for mountpoint in mountpoints}
     if args.json:
         print(json.dumps(states, indent=2))
-        return 0
+        return failures.OK
     if not states:
         print('no oaio drive is mounted')
     for mountpoint, state in states.items():
         print(f'{mountpoint}: {"online" if state["online"] else "OFFLINE"}  {state["user"]} at {state["server"]}')
         print(f'  objects {state["objects"]}  pending {state["pending"]}  conflicts {state["conflicts"]}  '
-              f'errors {state["errors"]}  last sync {_readable_stamp(state["last_sync"])}')
+              f'errors {state["errors"]}  last sync {state["last_sync"] or "never"}')
         if state.get('last_error'):
             print(f'  last sync incomplete: {state["last_error"]}')
-    return 0
+    return failures.OK
 
 
-def _readable_stamp(stamp: str) -> str:
+def _status(mountpoint: str) -> dict:
+    """The drive's status attribute, its last sync as ISO 8601 in UTC (None if never)."""
+    state = json.loads(mount_attr(mountpoint, 'status'))
+    state['last_sync'] = iso_time(state.get('last_sync') or '')
+    return state
+
+
+def iso_time(stamp: str) -> str | None:
+    """A stamp (``YYYYMMDDhhmmss…``, UTC) as ISO 8601: ``2026-12-02T08:52:30Z``; None for ''."""
     if not stamp:
-        return 'never'
-    return f'{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]} UTC'
+        return None
+    return f'{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]}T{stamp[8:10]}:{stamp[10:12]}:{stamp[12:14]}Z'
 
 
 def _object_dir(path: str) -> str:
@@ -272,7 +317,7 @@ def _object_dir(path: str) -> str:
     for mountpoint in oaio_mounts():
         if path.startswith(mountpoint.rstrip('/') + '/'):
             return os.path.join(mountpoint, os.path.relpath(path, mountpoint).split('/')[0])
-    raise CliError(f'{path} is not inside an oaio mount')
+    raise CliError(f'{path} is not inside an oaio drive', failures.NOT_FOUND)
 
 
 def cmd_share(args) -> int:
@@ -280,9 +325,10 @@ def cmd_share(args) -> int:
     try:
         os.setxattr(directory, 'user.oaio.share', f'{args.user}:{args.right}'.encode())
     except OSError as exc:
-        reason = {errno.EACCES: 'only an owner (right C) can share', errno.ENOENT: f'no user {args.user!r}',
-                  errno.EINVAL: 'invalid user or right'}.get(exc.errno, exc.strerror)
-        raise CliError(f'cannot share {directory}: {reason}') from None
+        reason, code = {errno.EACCES: ('only an owner (right C) can share', failures.REFUSED),
+                        errno.ENOENT: (f'no user {args.user!r}', failures.NOT_FOUND),
+                        errno.EINVAL: ('invalid user or right', failures.USAGE)}.get(exc.errno, _os_failure(exc))
+        raise CliError(f'cannot share {directory}: {reason}', code) from None
     print(f'{os.path.basename(directory)}: {args.user} now has right {args.right}')
     return 0
 
@@ -292,10 +338,17 @@ def cmd_access(args) -> int:
     try:
         rows = json.loads(os.getxattr(directory, 'user.oaio.access'))
     except OSError as exc:
-        raise CliError(f'cannot read the access list of {directory}: {exc.strerror}') from None
+        reason, code = _os_failure(exc)
+        raise CliError(f'cannot read the access list of {directory}: {reason}', code) from None
     for row in rows:
         print(f'{row["access_right"]}  {row["username"]}')
     return 0
+
+
+def _os_failure(exc: OSError) -> tuple[str, int]:
+    """The reason and exit code of a drive's sharing attribute that failed (the server answers them)."""
+    unreachable = exc.errno in (errno.ETIMEDOUT, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ECONNREFUSED)
+    return exc.strerror or str(exc), failures.UNREACHABLE if unreachable else failures.REFUSED
 
 
 class ProgressPrinter:
@@ -317,27 +370,49 @@ class ProgressPrinter:
 
 
 def cmd_sync(args) -> int:
-    from oaio.client import OaioClient, StoreLockedError
+    from oaio.client import OaioClient, OaioError, StoreLockedError
     setup_logging(None, args.verbose)
     password = read_password(args.password_file)
     try:
         with OaioClient(args.server, {'username': args.user, 'password': password}, app_id='oaio-sync',
                         device_id=args.device or '', client_root=args.cache, auto_sync=False) as client:
+            try:
+                client.login()
+            except OaioError as exc:
+                raise login_error(exc, args.server, args.user, client.server_url) from None
             if args.progress or sys.stderr.isatty():
                 client.report_progress(ProgressPrinter())
             ok = client.synchronize_with_server_if_online()
             objects = client.client_objectz
             pending = sum(obj.pending for obj in objects.values())
-            print(f'{len(objects)} objects, {pending} pending' + ('' if ok else f'\n{client.error_message}'))
-            return 0 if ok else 1
+            print(f'{len(objects)} objects, {pending} pending')
+            if ok:
+                return failures.OK
+            print(f'oaio: sync incomplete: {one_line(client.error_message)}', file=sys.stderr)
+            return failures.REFUSED if client.online else failures.UNREACHABLE
     except StoreLockedError as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(str(exc), failures.MOUNT_FAILED) from None
 
 
 # parser -------------------------------------------------------------------------------------
 
+RIGHTS_HELP = ('r read; U update (r, and change values and files); D delete (U, and delete the object); '
+               'C owner (D, and share it); x removes the share')
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error exits with ``failures.USAGE`` (argparse's own 2 means "not found" here)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(failures.USAGE, f'{self.prog}: error: {message}\n')
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='oaio', description='Mount and sync oai objects.')
+    parser = _Parser(prog='oaio', description='Mount and sync oai objects.',
+                     epilog='exit codes: 0 ok, 1 usage or bad input, 2 not found or not a drive, 3 server '
+                            'unreachable, 4 authentication failed, 5 refused by the server (or no oaio server), '
+                            '6 mount or unmount failed')
     parser.add_argument('--version', action='version', version=f"oaio {importlib.metadata.version('oaio')}")
     commands = parser.add_subparsers(dest='command', required=True)
 
@@ -367,7 +442,8 @@ def _parser() -> argparse.ArgumentParser:
     share = commands.add_parser('share', help='share the object holding PATH with USER')
     share.add_argument('path')
     share.add_argument('user')
-    share.add_argument('--right', default='r', choices=['r', 'U', 'D', 'C', 'x'], help='x removes the share')
+    share.add_argument('--right', default='r', choices=['r', 'U', 'D', 'C', 'x'],
+                       help=f'the right USER gets (default r): {RIGHTS_HELP}')
     share.set_defaults(func=cmd_share)
 
     access = commands.add_parser('access', help='who has which right to the object holding PATH')
@@ -393,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except CliError as exc:
         print(f'oaio: {exc}', file=sys.stderr)
-        return 1
+        return exc.code
     except KeyboardInterrupt:
         return 130
 

@@ -2,7 +2,9 @@
 mount (with a cache it mounts offline, with a warning). Every mount here is unmounted afterwards."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from oaio_testing import PASSWORD
+from oaio_testing import PASSWORD, free_port
 
 WATCHDOG_SECONDS = 120
 
@@ -89,3 +91,43 @@ def test_a_non_empty_mountpoint_is_refused(drive, server, api):
     assert os.path.ismount(drive.path) and os.listdir(drive.path) == []
     drive.umount()
     assert (drive.path / 'mine.txt').read_text() == 'hidden by a mount\n'
+
+
+@pytest.mark.parametrize('server_at, says', [
+    (lambda: f'127.0.0.1:{free_port()}', 'connection refused'),
+    (lambda: 'no-such-host.invalid', 'unknown host name no-such-host.invalid'),
+])
+@pytest.mark.parametrize('foreground', [False, True])
+def test_a_first_mount_without_the_server_fails_in_one_line(drive, server_at, says, foreground):
+    server = server_at()
+    result = drive.mount(server, *(['--foreground'] if foreground else []))
+    assert result.returncode == 3, result
+    assert result.stderr.startswith(f'oaio: server {server} unreachable: {says}'), result.stderr
+    assert result.stderr.count('\n') == 1 and result.stdout == ''
+    assert not os.path.ismount(drive.path)
+
+
+def test_a_cached_drive_mounts_offline_with_a_warning_and_status_says_why(drive, server, api):
+    session = api('alice')
+    assert drive.mount(server.host).returncode == 0
+    (drive.path / 'kept').mkdir()
+    (drive.path / 'kept/k.txt').write_text('in the cache\n')
+    drive.umount()                          # uploads before the process ends
+    assert [obj['client_values'].get('_name') for obj in session.get('oaio_stampz/').json()] == ['kept']
+
+    down = f'127.0.0.1:{free_port()}'
+    result = drive.mount(down)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [f'oaio: warning: server {down} unreachable: connection refused at {down}; '
+                                          'mounting the cached objects offline, changes sync when it is back']
+    assert os.listdir(drive.path) == ['kept']
+    assert (drive.path / 'kept/k.txt').read_text() == 'in the cache\n'
+
+    status = oaio('status', '--json', str(drive.path))
+    assert status.returncode == 0, status.stderr
+    state = json.loads(status.stdout)[str(drive.path)]
+    assert state['online'] is False and 'unreachable' in state['last_error']
+    assert re.fullmatch(r'\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ', state['last_sync']), state['last_sync']
+    text = oaio('status', str(drive.path)).stdout
+    assert f'{drive.path}: OFFLINE  alice at' in text and f'last sync {state["last_sync"]}' in text
+    assert 'last sync incomplete: ' in text

@@ -45,5 +45,7 @@ def test_oaio_sync_reports_a_wrong_password(server, api, tmp_path):
     result = subprocess.run([sys.executable, '-m', 'oaio.fs.cli', 'sync', server.host, '--user', 'alice',
                              '--cache', str(cache), '--password-file', str(tmp_path / 'c.password')],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
-    assert 'wrong user name or password' in result.stdout + result.stderr
+    assert result.returncode == 4
+    assert result.stderr == "oaio: wrong user name or password for alice on " + server.host + "\n"
+    assert result.stdout == ''
+

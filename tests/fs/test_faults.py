@@ -264,7 +264,8 @@ def test_mounting_with_the_server_down_shows_the_cached_objects(mount, server):
     wait_for(lambda: m.status()['online'] and m.status()['pending'] == 0, what='online and synced')
 
 
-def test_background_mount_with_the_server_down_on_a_fresh_cache(mount, server, tmp_path, daemons):
+def test_background_mount_with_the_server_down_on_a_fresh_cache_fails(mount, server, tmp_path, daemons):
+    """Nothing cached to show: a first mount needs the server, and says so (exit 3) instead of an empty drive."""
     m = mount('alice', 'A')         # for its server, user and password file
     m.stop()
     server.stop()
@@ -274,14 +275,9 @@ def test_background_mount_with_the_server_down_on_a_fresh_cache(mount, server, t
                   '--cache', str(cache), '--device', 'F')
     if os.path.ismount(mountpoint):
         daemons.append(Daemon(mountpoint))
-    assert result.returncode == 0, result.stderr
-    assert os.listdir(mountpoint) == []
-    assert json.loads(os.getxattr(mountpoint, 'user.oaio.status'))['online'] is False
-    (mountpoint / 'made-offline').mkdir()
-    (mountpoint / 'made-offline/x.txt').write_bytes(b'x')
-    server.start()
-    m.remote.wait_files('made-offline', {'x.txt': b'x'})
-    assert 'unreachable' in (cache / 'oaio.log').read_text()
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.count('\n') == 1 and 'unreachable' in result.stderr, result.stderr
+    assert not os.path.ismount(mountpoint)
 
 
 def test_wrong_password_is_a_one_line_error(mount, api, tmp_path):
@@ -295,13 +291,13 @@ def test_wrong_password_is_a_one_line_error(mount, api, tmp_path):
     m = mount('alice', 'A')         # for its server and paths; its own mount stays untouched
     result = oaio('mount', m.server.host, str(mountpoint), '--user', 'alice', '--password-file', str(wrong),
                   '--cache', str(tmp_path / 'cache-wrong'), '--device', 'W')
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert 'password' in result.stderr and 'Traceback' not in result.stderr
     assert not os.path.ismount(mountpoint)
     result = oaio('mount', m.server.host, str(mountpoint), '--user', 'alice', '--password-file', str(wrong),
                   '--cache', str(tmp_path / 'cache-wrong'), '--device', 'W', '--foreground')
-    assert result.returncode == 1
+    assert result.returncode == 4
     assert 'password' in result.stderr
     assert not os.path.ismount(mountpoint)
 
@@ -332,7 +328,7 @@ def test_a_cache_in_use_by_another_mount_is_a_one_line_error(mount, tmp_path):
     second = tmp_path / 'second-mountpoint'
     second.mkdir()
     result = oaio(*mount_args(m, mountpoint=second))
-    assert result.returncode == 1, result
+    assert result.returncode == 6, result
     assert result.stderr.count('\n') == 1, result.stderr
     assert not os.path.ismount(second)
     assert os.path.ismount(m.path)
