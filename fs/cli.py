@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import argparse
 import errno
+import fcntl
 import getpass
 import importlib.metadata
 import json
 import logging
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import platformdirs
 
 from . import failures
 from .failures import CliError, one_line, unreachable_reason
@@ -43,8 +47,35 @@ def read_password(password_file: str | None) -> str:
 
 
 def default_cache(server: str, user: str) -> Path:
-    base = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'oaio'
-    return base / re.sub(r'[^A-Za-z0-9_.@-]', '_', f'{user}@{server}')
+    """The cache of USER@SERVER in the XDG state directory (``~/.local/state/oaio/USER@SERVER``): it
+    holds edits not yet uploaded, so not under ``~/.cache``, which cleaners empty. One left in the
+    old place (``~/.cache/oaio/USER@SERVER``) is moved here at first use, unless a mount uses it."""
+    name = re.sub(r'[^A-Za-z0-9_.@-]', '_', f'{user}@{server}')
+    cache = Path(platformdirs.user_state_dir('oaio')) / name
+    old = Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'oaio' / name
+    if cache.exists() or not old.is_dir():
+        return cache
+    if _in_use(old):
+        return old
+    cache.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    shutil.move(old, cache)         # a rename; a copy only if ~/.cache is another file system
+    print(f'oaio: moved the cache (it holds edits not yet uploaded) from {old} to {cache}', file=sys.stderr)
+    return cache
+
+
+def _in_use(cache: Path) -> bool:
+    """Does a client hold the store lock of ``cache`` (a mount or sync running on it)?"""
+    try:
+        fd = os.open(cache / '.lock', os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def setup_logging(log_file: Path | None, verbose: bool) -> None:
@@ -421,7 +452,7 @@ def _parser() -> argparse.ArgumentParser:
     mount.add_argument('mountpoint')
     mount.add_argument('--user', required=True)
     mount.add_argument('--password-file', help='file holding the password (mode 0600); else $OAIO_PASSWORD or a prompt')
-    mount.add_argument('--cache', help='cache directory (default ~/.cache/oaio/USER@SERVER)')
+    mount.add_argument('--cache', help='cache directory (default ~/.local/state/oaio/USER@SERVER)')
     mount.add_argument('--device', help='id of this device (default: the host name)')
     mount.add_argument('--foreground', action='store_true', help='stay in front instead of returning when mounted')
     mount.add_argument('--allow-non-empty', action='store_true',

@@ -89,7 +89,7 @@ def test_mount_helper_mounts_as_the_user_the_options_name(server, api, account):
         with open(f'/proc/{int(write.stdout)}/status') as status:
             uids = next(line for line in status if line.startswith('Uid:')).split()[1:]
         assert uids == [str(user.pw_uid)] * 4                          # the mount runs as the user, for good
-        cache = Path(user.pw_dir) / '.cache' / 'oaio'
+        cache = Path(user.pw_dir) / '.local' / 'state' / 'oaio'
         assert cache.is_dir() and cache.stat().st_uid == user.pw_uid     # their cache, in their home
         umount = as_user(name, sys.executable, '-m', 'oaio.fs.cli', 'umount', str(mountpoint))
         assert umount.returncode == 0, umount.stderr
