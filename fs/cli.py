@@ -8,6 +8,7 @@ import getpass
 import importlib.metadata
 import json
 import logging
+import logging.handlers
 import os
 import re
 import shutil
@@ -24,6 +25,9 @@ from . import failures
 from .failures import CliError, one_line, unreachable_reason
 
 log = logging.getLogger('oaio')
+
+LOG_BYTES = 10 * 1024 * 1024    # CACHE/oaio.log is rotated at this size, keeping LOG_BACKUPS old ones
+LOG_BACKUPS = 3
 
 
 # credentials and paths -----------------------------------------------------------------------
@@ -82,7 +86,7 @@ def setup_logging(log_file: Path | None, verbose: bool) -> None:
     handlers: list[logging.Handler] = []
     if log_file:
         log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        handlers.append(logging.FileHandler(log_file))
+        handlers.append(logging.handlers.RotatingFileHandler(log_file, maxBytes=LOG_BYTES, backupCount=LOG_BACKUPS))
     if verbose or not log_file:
         handlers.append(logging.StreamHandler())
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=handlers, force=True,
