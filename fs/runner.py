@@ -168,9 +168,13 @@ class Mount:
         if news:
             try:
                 changed = await in_thread(self.client.apply_news, news)
+            except (OfflineError, AuthenticationError) as exc:
+                # as when the long poll itself fails: the watcher's next poll retries with back-off
+                log.info('server not reachable (%s); remote changes not taken yet', exc)
+                self.status.contact(False)
+                return
             except OaioError as exc:
                 log.warning('remote changes not taken: %s', exc)
-                self.status.contact(not isinstance(exc, (OfflineError, AuthenticationError)))
                 return
         self.status.contact(True)
         if changed:
