@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
+import ssl
+import subprocess
 import threading
 
 import pytest
@@ -86,3 +89,32 @@ def test_help_explains_the_rights_and_the_exit_codes():
     for right in ('r read', 'U update', 'D delete', 'C owner', 'x removes the share'):
         assert right in ' '.join(share.split()), share
     assert '3 server unreachable' in ' '.join(oaio('--help').stdout.split())
+
+
+@pytest.fixture
+def self_signed(tmp_path):
+    """A TLS server on this machine whose certificate no one signed: ``https://127.0.0.1:PORT``."""
+    if not shutil.which('openssl'):
+        pytest.skip('no openssl to make a certificate')
+    key, cert = tmp_path / 'key.pem', tmp_path / 'cert.pem'
+    subprocess.run(['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', str(key), '-out', str(cert),
+                    '-days', '1', '-subj', '/CN=127.0.0.1'], check=True, capture_output=True, timeout=60)
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), http.server.BaseHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f'https://127.0.0.1:{server.server_address[1]}'
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_tls_certificate_not_accepted_is_one_line(self_signed, password_file, tmp_path):
+    (tmp_path / 'mnt').mkdir()
+    result = oaio('mount', self_signed, str(tmp_path / 'mnt'), '--user', 'alice', '--password-file',
+                  str(password_file), '--cache', str(tmp_path / 'cache'))
+    assert_one_line(result, 3, f'server {self_signed} unreachable: TLS certificate of 127.0.0.1 not accepted: ')
+    assert not os.path.ismount(tmp_path / 'mnt')
