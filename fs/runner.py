@@ -282,11 +282,25 @@ class Mount:
         nursery.cancel_scope.cancel()
 
     async def _stop_on_signal(self) -> None:
+        """SIGTERM and SIGINT unmount; SIGHUP reopens the log files (after logrotate moved them),
+        as daemons do, instead of ending the drive."""
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
             async for signum in signals:
+                if signum == signal.SIGHUP:
+                    reopen_log_files()
+                    log.info('SIGHUP: log files reopened')
+                    continue
                 log.info('%s: unmounting %s', signal.Signals(signum).name, self.mountpoint)
                 pyfuse3.terminate()
                 return
+
+
+def reopen_log_files() -> None:
+    """Close the root logger's file handlers; each opens its file again at its next record (a
+    FileHandler in append mode does), so a log moved away by logrotate is followed by a new one."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
 
 
 def _invalidate_inode(inode: int) -> None:

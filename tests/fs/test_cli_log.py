@@ -16,3 +16,21 @@ def test_the_log_rotates_and_keeps_three_old_ones(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ['oaio.log', 'oaio.log.1', 'oaio.log.2', 'oaio.log.3']
     assert all(path.stat().st_size <= 2000 for path in tmp_path.iterdir())
     assert 'record 199 ' in (tmp_path / 'oaio.log').read_text()
+
+
+def test_sighup_reopens_the_log_and_keeps_the_drive(mount):
+    """logrotate moves oaio.log away and sends SIGHUP: the mount writes a new oaio.log and stays
+    mounted (SIGHUP used to unmount the drive)."""
+    import os
+    import signal
+    drive = mount('alice')
+    os.mkdir(drive / 'Notes')
+    drive.remote.wait_object('Notes')
+    moved = drive.log_path.with_name('oaio.log.1')
+    os.rename(drive.log_path, moved)
+    drive.process.send_signal(signal.SIGHUP)
+    drive.wait_for(lambda: 'SIGHUP: log files reopened' in drive.log(), what='a new oaio.log after SIGHUP')
+    assert os.path.ismount(drive.path)
+    (drive / 'Notes' / 'after.txt').write_text('written after the SIGHUP')
+    drive.remote.wait_files('Notes', {'after.txt': b'written after the SIGHUP'})
+    assert 'SIGHUP' not in moved.read_text()
