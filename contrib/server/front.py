@@ -132,8 +132,10 @@ async def guarded(app, scope, receive, send) -> None:
     Every body Django reads is capped at DATA_UPLOAD_MAX_MEMORY_SIZE (JSON and forms; files go
     through uploads.py): a larger Content-Length is refused before a byte is read, and an
     undeclared (chunked) body is cut off at the limit. A body larger than OPEN_BODY_BYTES, or of
-    unknown size, is read only for a logged-in caller with a valid CSRF token: strangers can make
-    the server hold no more than that per connection.
+    unknown size, is read only for a logged-in caller (for the API also with a valid CSRF token,
+    which it sends in a header; a form of the admin carries its token in the body, which Django's
+    middleware checks after reading it): strangers can make the server hold no more than that per
+    connection.
     """
     limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     try:
@@ -142,7 +144,7 @@ async def guarded(app, scope, receive, send) -> None:
             raise _body_limit_error()
         chunked = length is None and any(name == b'transfer-encoding' for name, _ in scope['headers'])
         if chunked or (length or 0) > OPEN_BODY_BYTES:
-            await run(authenticated_request, scope, True)
+            await run(authenticated_request, scope, scope['path'].startswith('/api/'))
     except Exception as exc:  # noqa: BLE001 — every refusal is answered as Django would answer it
         await send_error(send, exc, scope)
         return
