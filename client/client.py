@@ -61,7 +61,7 @@ class OaioClient:
                  auto_sync: bool = True, ignore_file: Callable[[str], bool] | None = None):
         """Open the local store in ``client_root`` (exclusively) and prepare the server session.
 
-        :param host: ``host[:port]`` (http for localhost/127.0.0.1, else https) or a full URL.
+        :param host: ``host[:port]`` (plain http only for localhost, 127.0.0.0/8 and ::1, else https) or a full URL.
         :param credentials: ``{'username': …, 'password': …}``.
         :param app_id: id of the app; defaults to the program's name.
         :param device_id: id of this device; defaults to the host name.

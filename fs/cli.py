@@ -452,7 +452,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest='command', required=True)
 
     mount = commands.add_parser('mount', help='mount your objects as a drive')
-    mount.add_argument('server', help='host[:port] (http for localhost/127.0.0.1) or a full URL')
+    mount.add_argument('server', help='host[:port] (plain http only for localhost, 127.0.0.0/8 and ::1) '
+                       'or a full URL')
     mount.add_argument('mountpoint')
     mount.add_argument('--user', required=True)
     mount.add_argument('--password-file', help='file holding the password (mode 0600); else $OAIO_PASSWORD or a prompt')

@@ -86,8 +86,8 @@ def file_entry(user, oaio_id: str, stamp: str, path: str) -> dict:
 def version_files(version_id: int) -> dict:
     """The file manifest of a version, parsed once: versions never change, and their ids are never
     reused (AUTOINCREMENT, sequences). A fresh device asks for every file of a version, one request
-    each; decoding the whole manifest per request made that quadratic. At most 8 manifests, each at
-    most a request body (4 MiB of JSON), are kept."""
+    each; decoding the whole manifest per request made that quadratic. At most 8 manifests, each of
+    at most MAX_FILE_PATHS entries, are kept."""
     return Version.objects.values_list('files', flat=True).get(pk=version_id)
 
 
