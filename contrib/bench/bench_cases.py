@@ -5,6 +5,7 @@
 3. metadata in one directory of many files                      6. a fresh device's initial sync
 7. the server: idle long-poll waiters, concurrent uploading clients
 8. a one-file edit on the mount in an object of few and of many files
+9. the sync benchmarks of issue 11 against Syncthing and rsync (9a–9g, see bench_sync.py)
 """
 from __future__ import annotations
 
@@ -20,13 +21,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_sync import SyncCases
+
 from bench_lib import (PASSWORD, CountingProxy, OaioMount, PeerMount, Processes, Server, Session, Stats, Systems,
                        cpu_seconds, drop_caches, fetch_passthroughfs, log, quiesce, rclone_argv, reset_peak_rss,
                        speedup, status_kib, wait_disk_quiet, warm_memory, wire_bytes)
 
 MiB = 1024 * 1024
 PEERS = ('native', 'passthroughfs', 'rclone off', 'rclone full')
-COLUMNS = ('oaio',) + PEERS + ('original protocol',)
+COLUMNS = ('oaio',) + PEERS + ('original protocol', 'Syncthing', 'rsync')
 RCLONE_WRITE_BACK = 5          # s, rclone's default --vfs-write-back
 PASSTHROUGHFS_FSYNC = Path(__file__).resolve().parent / 'passthroughfs_fsync.py'
 
@@ -50,16 +53,36 @@ class Config:
     reps_sync: int
     reps_initial: int
     idle_window: float
+    # benchmark 9 (issue 11)
+    many_files: int = 10000
+    many_folders: int = 100
+    small_bytes: int = 1024
+    big_mib: int = 1024
+    append_mib: int = 1
+    bulk_files11: int = 1000
+    reps_edit: int = 5
+    reps_big: int = 3
+    reps_bulk: int = 3
+    watch_delay: int = 1              # s, Syncthing's fsWatcherDelayS (its default: 10)
 
     @classmethod
-    def make(cls, quick: bool) -> Config:
+    def make(cls, quick: bool, files: int | None = None, big_mib: int | None = None) -> Config:
         if quick:
-            return cls(True, read_mib=32, write_mib=16, meta_files=200, edits=10, scaling_n=[10, 100, 1000],
-                       small_objects=1000, bulk_mib=32, bulk_files=100, waiters=500, uploaders=20, uploads_each=2,
-                       reps_io=2, reps_meta=2, reps_sync=3, reps_initial=1, idle_window=3.0)
-        return cls(False, read_mib=1024, write_mib=512, meta_files=2000, edits=50, scaling_n=[100, 1000, 10000],
-                   small_objects=10000, bulk_mib=1024, bulk_files=1000, waiters=500, uploaders=20, uploads_each=5,
-                   reps_io=5, reps_meta=5, reps_sync=7, reps_initial=3, idle_window=10.0)
+            config = cls(True, read_mib=32, write_mib=16, meta_files=200, edits=10, scaling_n=[10, 100, 1000],
+                         small_objects=1000, bulk_mib=32, bulk_files=100, waiters=500, uploaders=20, uploads_each=2,
+                         reps_io=2, reps_meta=2, reps_sync=3, reps_initial=1, idle_window=3.0,
+                         many_files=300, many_folders=10, big_mib=32, bulk_files11=100, reps_edit=2, reps_big=1,
+                         reps_bulk=1)
+        else:
+            config = cls(False, read_mib=1024, write_mib=512, meta_files=2000, edits=50, scaling_n=[100, 1000, 10000],
+                         small_objects=10000, bulk_mib=1024, bulk_files=1000, waiters=500, uploaders=20,
+                         uploads_each=5, reps_io=5, reps_meta=5, reps_sync=7, reps_initial=3, idle_window=10.0)
+        if files:
+            config.many_files, config.many_folders = files, max(1, min(config.many_folders, files // 10))
+        if big_mib:
+            config.big_mib = big_mib
+            config.bulk_files11 = max(1, min(config.bulk_files11, big_mib))
+        return config
 
 
 @dataclass
@@ -88,7 +111,7 @@ def ratio_text(ours: Stats, peer: Stats, peer_name: str) -> tuple[str, float | N
     return (f'{value:.2f}× {peer_name}' if value is not None else f'– {peer_name}'), value
 
 
-class Bench:
+class Bench(SyncCases):
     def __init__(self, config: Config, base: Path, only: set[str] | None = None):
         self.config, self.base, self.only = config, base, only
         self.processes = Processes()
@@ -102,7 +125,8 @@ class Bench:
         self.chunk = os.urandom(MiB)
 
     def wanted(self, number: str) -> bool:
-        return self.only is None or number in self.only
+        """``--only 9`` selects 9a–9g, ``--only 9b`` only 9b."""
+        return self.only is None or number in self.only or (number[-1:].isalpha() and number[:-1] in self.only)
 
     def add(self, number: str, name: str, values: dict, ratio: str, target: str, met: bool | None) -> None:
         self.results.rows.append(Row(number, name, values, ratio, target, met))
@@ -729,6 +753,8 @@ class Bench:
             self.bench_server()
         if self.wanted('8'):
             self.bench_edit_scaling()
+        if any(self.wanted('9' + case) for case in 'abcdefg'):
+            self.bench_issue11()
         errors = self.server.errors_logged()
         if errors:
             self.results.notes.append(f'the server logged {len(errors)} error lines, e.g. {errors[0][:200]}')

@@ -562,3 +562,177 @@ class Systems:
     roots: dict[str, Path] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)        # peer → why it is not measured
+
+
+# Syncthing: the peer of the sync benchmarks (issue 11) --------------------------------------
+
+SYNCTHING_FOLDER = 'bench'
+
+
+class Syncthing:
+    """One ``syncthing serve`` with a home of its own (config, keys, database) under the harness's
+    temporary directory: GUI/REST and sync protocol on free loopback ports, no global or local
+    discovery, no relays, no NAT traversal, no usage reports, no upgrades, no restart monitor (one
+    process, ended by PID). Driven through its REST API with the API key written into its config."""
+
+    def __init__(self, processes: Processes, base: Path, name: str):
+        self.processes, self.name = processes, name
+        self.home = base / f'syncthing-{name}'
+        self.folder = base / f'syncthing-{name}-folder'
+        self.gui_port, self.sync_port = free_port(), free_port()
+        self.api_key = f'bench-{name}-{os.urandom(8).hex()}'
+        self.started: Started | None = None
+        self.env = dict(os.environ, STNOUPGRADE='1', STNORESTART='1', STNODEFAULTFOLDER='1',
+                        HOME=str(self.home))
+        subprocess.run(['syncthing', 'generate', f'--home={self.home}', '--no-default-folder', '--skip-port-probing'],
+                       check=True, capture_output=True, env=self.env, timeout=120)
+        self._configure()
+        self.device_id = subprocess.run(['syncthing', 'serve', f'--home={self.home}', '--device-id'], check=True,
+                                        capture_output=True, text=True, env=self.env, timeout=60).stdout.strip()
+        self.folder.mkdir()
+        (self.folder / '.stfolder').mkdir()       # the folder marker Syncthing insists on
+
+    def _configure(self) -> None:
+        import xml.etree.ElementTree as ET
+        path = self.home / 'config.xml'
+        tree = ET.parse(path)
+        root = tree.getroot()
+        gui = root.find('gui')
+        gui.set('tls', 'false')
+        gui.find('address').text = f'127.0.0.1:{self.gui_port}'
+        apikey = gui.find('apikey')
+        if apikey is None:
+            apikey = ET.SubElement(gui, 'apikey')
+        apikey.text = self.api_key
+        options = root.find('options')
+        for child in list(options):
+            if child.tag == 'listenAddress':
+                options.remove(child)
+        settings = {'globalAnnounceEnabled': 'false', 'localAnnounceEnabled': 'false', 'relaysEnabled': 'false',
+                    'natEnabled': 'false', 'urAccepted': '-1', 'urSeen': '3', 'autoUpgradeIntervalH': '0',
+                    'startBrowser': 'false', 'crashReportingEnabled': 'false', 'announceLANAddresses': 'false'}
+        for key, value in settings.items():
+            element = options.find(key)
+            if element is None:
+                element = ET.SubElement(options, key)
+            element.text = value
+        listen = ET.SubElement(options, 'listenAddress')
+        listen.text = f'tcp://127.0.0.1:{self.sync_port}'
+        tree.write(path)
+
+    @property
+    def pid(self) -> int:
+        return self.started.pid
+
+    @property
+    def url(self) -> str:
+        return f'http://127.0.0.1:{self.gui_port}/rest/'
+
+    def start(self) -> Syncthing:
+        self.started = self.processes.start(
+            f'syncthing {self.name}', ['syncthing', 'serve', f'--home={self.home}', '--no-browser', '--no-restart',
+                                       '--no-upgrade', f'--logfile={self.home / "syncthing.log"}'],
+            self.home.parent / f'syncthing-{self.name}.out', env=self.env)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.started.process.poll() is not None:
+                raise RuntimeError(f'syncthing {self.name} exited:\n' + tail(self.started.log_path)
+                                   + tail(self.home / 'syncthing.log'))
+            try:
+                if self.get('system/ping').get('ping') == 'pong':
+                    return self
+            except (requests.ConnectionError, requests.HTTPError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f'syncthing {self.name} did not answer within 60 s:\n'
+                                   + tail(self.home / 'syncthing.log'))
+            time.sleep(0.1)
+
+    def stop(self) -> int | None:
+        return self.processes.stop(self.started, grace=30) if self.started else None
+
+    def get(self, slug: str, **params) -> dict:
+        answer = requests.get(self.url + slug, params=params, headers={'X-API-Key': self.api_key}, timeout=30)
+        answer.raise_for_status()
+        return answer.json()
+
+    def send(self, method: str, slug: str, body) -> None:
+        answer = requests.request(method, self.url + slug, json=body, headers={'X-API-Key': self.api_key}, timeout=30)
+        answer.raise_for_status()
+
+    def bytes_out(self) -> int:
+        """Bytes this instance has sent over its sync connections (protocol overhead included)."""
+        return int(self.get('system/connections')['total']['outBytesTotal'])
+
+    def bytes_in(self) -> int:
+        return int(self.get('system/connections')['total']['inBytesTotal'])
+
+
+class SyncthingPair:
+    """Two Syncthing instances on this machine, introduced to each other by device ID with static
+    addresses ``tcp://127.0.0.1:PORT``, sharing one folder (``a.folder`` ↔ ``b.folder``), send &
+    receive on both sides, file-system watcher on with a delay of ``watch_delay`` seconds (Syncthing's
+    default is 10 s), periodic rescans only hourly (the watcher does the work)."""
+
+    def __init__(self, processes: Processes, base: Path, watch_delay: int = 1):
+        self.watch_delay = watch_delay
+        self.a = Syncthing(processes, base, 'A')
+        self.b = Syncthing(processes, base, 'B')
+
+    @staticmethod
+    def version() -> str:
+        result = subprocess.run(['syncthing', '--version'], capture_output=True, text=True, timeout=30)
+        return ' '.join(result.stdout.split()[:2])
+
+    @property
+    def pids(self) -> list[int]:
+        return [self.a.pid, self.b.pid]
+
+    def start(self, timeout: float = 60.0) -> SyncthingPair:
+        for one in (self.a, self.b):
+            one.start()
+        for one, other in ((self.a, self.b), (self.b, self.a)):
+            one.send('POST', 'config/devices', {
+                'deviceID': other.device_id, 'name': other.name, 'addresses': [f'tcp://127.0.0.1:{other.sync_port}'],
+                'compression': 'metadata', 'autoAcceptFolders': False})
+            one.send('PUT', f'config/folders/{SYNCTHING_FOLDER}', {
+                'id': SYNCTHING_FOLDER, 'label': SYNCTHING_FOLDER, 'path': str(one.folder), 'type': 'sendreceive',
+                'devices': [{'deviceID': one.device_id}, {'deviceID': other.device_id}],
+                'fsWatcherEnabled': True, 'fsWatcherDelayS': self.watch_delay, 'rescanIntervalS': 3600,
+                'ignorePerms': False})
+        deadline = time.monotonic() + timeout
+        while not all(one.get('system/connections')['connections'].get(other.device_id, {}).get('connected')
+                      for one, other in ((self.a, self.b), (self.b, self.a))):
+            if time.monotonic() > deadline:
+                raise RuntimeError('the two Syncthing instances did not connect within '
+                                   f'{timeout:.0f} s:\n' + tail(self.a.home / 'syncthing.log'))
+            time.sleep(0.2)
+        self.wait_idle()
+        return self
+
+    def stop(self) -> None:
+        for one in (self.b, self.a):
+            one.stop()
+
+    def in_sync(self) -> bool:
+        """Both folders scanned and idle, and each side has everything the other announced."""
+        for one, other in ((self.a, self.b), (self.b, self.a)):
+            status = one.get('db/status', folder=SYNCTHING_FOLDER)
+            if status.get('state') != 'idle' or status.get('needTotalItems', 0):
+                return False
+            completion = other.get('db/completion', folder=SYNCTHING_FOLDER, device=one.device_id)
+            if completion.get('completion', 0) < 100 or completion.get('needItems', 0):
+                return False
+        return True
+
+    def wait_idle(self, timeout: float = 600.0) -> bool:
+        """Until both are in sync and idle (CPU), e.g. after the set-up of a benchmark."""
+        return quiesce(self.pids, check=self.in_sync, timeout=timeout)
+
+    def log_problems(self) -> list[str]:
+        lines = []
+        for one in (self.a, self.b):
+            path = one.home / 'syncthing.log'
+            text = path.read_text(errors='replace') if path.exists() else ''
+            lines += [f'{one.name}: {line}' for line in text.splitlines() if 'WARNING' in line or 'panic' in line]
+        return lines

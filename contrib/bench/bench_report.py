@@ -64,7 +64,7 @@ def markdown(results: Results, quick: bool, plot: str | None, command: str) -> s
              'numbers.', '']
     lines += ['## Machine', '']
     for key in ('cores', 'memory', 'kernel', 'date', 'code', 'python', 'pyfuse3', 'fuse', 'rclone', 'passthroughfs',
-                'temp files', 'page cache', 'duration'):
+                'syncthing', 'temp files', 'page cache', 'duration'):
         if key in facts:
             lines.append(f'- {key}: {facts.pop(key)}')
     lines += ['', '## Results', '',
@@ -79,7 +79,9 @@ def markdown(results: Results, quick: bool, plot: str | None, command: str) -> s
               'with an `fsync` handler added (`contrib/bench/passthroughfs_fsync.py`: the example has none, '
               'so its fsync would flush nothing); '
               '*rclone off/full* `rclone mount` of the native directory with `--vfs-cache-mode off`/`full`; '
-              '*original protocol* the full listing the original client fetches every round. Ratios > 1 mean '
+              '*original protocol* the full listing the original client fetches every round; *Syncthing* two '
+              'Syncthing instances on loopback sharing one folder (9a–9d: oaio is two mounts of one user, A and B); '
+              '*rsync* `rsync -a --whole-file` to and from an rsync daemon on loopback (9e, 9g). Ratios > 1 mean '
               'oaio is better (faster, fewer bytes).', '']
     if results.scaling:
         lines += ['## Sync scaling', '',
