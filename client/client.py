@@ -149,6 +149,11 @@ class OaioClient:
         (direction ``up`` or ``down``); None stops it."""
         self._engine.on_progress = handler
 
+    def report_applied(self, handler) -> None:
+        """Call ``handler(oaio_ids)`` as soon as a pulled change is applied to these objects (from the
+        syncing thread, with the client's lock held: it may read the client); None stops it."""
+        self._engine.on_applied = handler
+
     def default_files_root(self, oaio_id: str) -> Path:
         """Where the files of a new object without a root of its own will live (no lock taken)."""
         return Path(self.client_root) / p.FILES_FOLDER / p.check_oaio_id(oaio_id)
@@ -270,6 +275,17 @@ class OaioClient:
         with self._lock:
             return self._record(oaio_id).owner
 
+    def unsynced_files(self, oaio_id: str) -> list[str]:
+        """The paths whose content here is not the synced version's (changed, new or removed; as last
+        hashed), for an object with a local version not uploaded yet; [] for the others."""
+        with self._lock:
+            record = self._record(oaio_id)
+            if not record.obj.pending:
+                return []
+            synced = {path: entry['sha256'] for path, entry in record.base_files.items()}
+            here = {path: (record.hashes.get(path) or [None] * 3)[2] for path in record.obj.file_paths}
+            return sorted(path for path in synced.keys() | here.keys() if synced.get(path) != here.get(path))
+
     def sync_state(self, oaio_id: str) -> str:
         """``synced``, ``pending`` or ``error`` (uploads blocked) for one object."""
         record = self._record(oaio_id)
@@ -324,9 +340,11 @@ class OaioClient:
         """Apply what :meth:`wait_for_news` found (or, if a sync moved the cursor meanwhile, what
         changed since); the ids of the objects that changed."""
         with self._lock:
-            if self._engine.state['cursor'] != news['since']:
-                return self._engine.pull()
-            return self._engine.pull(first_answer=news['answer'])
+            errors = len(self._engine.errors)
+            changed = self._engine.pull(None if self._engine.state['cursor'] != news['since'] else news['answer'])
+            if len(self._engine.errors) == errors:      # all taken: as up to date as after a sync
+                self._store.last_sync_stamp = p.now_stamp()
+            return changed
 
     def _after_change(self) -> None:
         if self.auto_sync:

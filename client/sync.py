@@ -89,6 +89,7 @@ class SyncEngine:
         self.on_progress: Callable[[str, str, int, int], None] | None = None    # (up|down, path, done, total)
         self._progress_lock = threading.Lock()  # downloads report from several threads, one call at a time
         self.rejected: set[str] = set()         # ids whose registration the server refused (409)
+        self.on_applied: Callable[[list[str]], None] | None = None     # ids a pulled change changed, as it is applied
 
     # whole rounds ---------------------------------------------------------------------------
 
@@ -122,7 +123,10 @@ class SyncEngine:
             if answer.get('snapshot'):
                 changed += self._forget_unlisted(answer['changes'])
             for entry in answer['changes']:
-                changed += self._apply_entry(entry)
+                applied = self._apply_entry(entry)
+                changed += applied
+                if applied and self.on_applied:
+                    self.on_applied(applied)
             self.state['cursor'] = str(answer['cursor'])
             self.store.save_state(self.state)
             if not answer.get('more'):

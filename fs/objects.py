@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import os
+import re
 import stat as stat_module
 import time
 from dataclasses import dataclass, field, replace
@@ -129,6 +130,17 @@ class ObjectLayer:
         self.overlay.save(self.cache_root)
         self._compose()
 
+    def show_objects(self, infos: dict[str, ObjectInfo | None]) -> None:
+        """Objects as a sync is applying them (None: gone), before the fresh view at its end."""
+        objects = dict(self._base.objects)
+        for oaio_id, info in infos.items():
+            if info is None:
+                objects.pop(oaio_id, None)
+            else:
+                objects[oaio_id] = info
+        self._base = View(objects)
+        self._compose()
+
     def _compose(self) -> None:
         """Objects as the client has them, with the overlay on top."""
         objects = {oid: info for oid, info in self._base.objects.items() if oid not in self.overlay.removed}
@@ -138,7 +150,7 @@ class ObjectLayer:
                                               'pending', self.client.default_files_root(oaio_id))
         for oaio_id, (_, values) in self.overlay.values.items():
             if oaio_id in objects:
-                objects[oaio_id] = replace(objects[oaio_id], values=values, sync='pending')
+                objects[oaio_id] = replace(objects[oaio_id], values=values, sync='pending', values_pending=True)
         names = unique_names({oid: info.values for oid, info in objects.items()})
         self._objects = {oid: replace(info, name=names[oid]) for oid, info in objects.items()}
         self._by_name = {info.name: oid for oid, info in self._objects.items()}
@@ -203,6 +215,10 @@ class ObjectLayer:
         """The names of the object directories shown at the drive's root."""
         return list(self._by_name)
 
+    def names_of(self, oaio_ids) -> set[str]:
+        """The names these objects are shown under (at the drive's root)."""
+        return {info.name for oaio_id in oaio_ids if (info := self._objects.get(oaio_id)) is not None}
+
     def view_stamps(self) -> dict[str, str]:
         """The stamp of every object of the client's view (the overlay not counted)."""
         return {oaio_id: info.stamp for oaio_id, info in self._base.objects.items()}
@@ -261,15 +277,47 @@ class ObjectLayer:
 
     def xattr(self, node: Node, key: str) -> str:
         info = self.info(node.oaio_id)
-        return {'id': info.oaio_id, 'stamp': info.stamp, 'right': info.right, 'owner': info.owner,
-                'sync': info.sync}[key]
+        if key == 'sync':
+            return self.sync_state(node, info)
+        return {'id': info.oaio_id, 'stamp': info.stamp, 'right': info.right, 'owner': info.owner}[key]
+
+    def unsynced_paths(self, info: ObjectInfo) -> set[str]:
+        """The paths of an object whose content here is not on the server yet: as the client counts
+        them, and those written since it took the last batch."""
+        return set(info.unsynced).union(self.overlay.files.get(info.oaio_id, ()))
+
+    def object_state(self, info: ObjectInfo) -> str:
+        """The object's state, pending too while files written here are not in a view from the client
+        (noted without composing the view again: a write costs no walk of the objects)."""
+        return 'pending' if info.sync != 'error' and info.oaio_id in self.overlay.files else info.sync
+
+    def sync_state(self, node: Node, info: ObjectInfo) -> str:
+        """``user.oaio.sync``: an object's folder tells the whole object's state; ``values.json``, a
+        file or a folder within it only its own — pending while its content here is not on the server
+        (error if the object's uploads are on hold), conflict if it is a conflict copy or has one."""
+        if node.kind == 'object':
+            return self.object_state(info)
+        if node.kind == 'values':
+            pending, name = info.values_pending, VALUES_FILE
+        else:
+            inside = node.path + '/'
+            pending = any(path == node.path or path.startswith(inside) for path in self.unsynced_paths(info))
+            name = node.path
+        if pending:
+            return 'error' if info.sync == 'error' else 'pending'
+        return 'conflict' if name in conflicted_paths(info.values.get(p.FILE_PATHS_KEY) or []) else 'synced'
 
     def mount_xattr(self, key: str) -> str:
         """The mount root's attributes: ``pid`` of this process, ``status`` as JSON."""
         if key == 'pid':
             return str(os.getpid())
-        states = [info.sync for info in self._objects.values()]
-        return json.dumps({'online': self.status.online, 'objects': len(states), 'pending': states.count('pending'),
+        states = [self.object_state(info) for info in self._objects.values()]
+        # a change counts once per file or folder not on the server yet; values, names, new and
+        # removed objects once per object
+        pending = sum(max(1, len(self.unsynced_paths(info))) for info in self._objects.values()
+                      if self.object_state(info) == 'pending') + len(self.overlay.removed)
+        return json.dumps({'online': self.status.online, 'objects': len(states), 'pending': pending,
+                           'pending_objects': states.count('pending') + len(self.overlay.removed),
                            'conflicts': states.count('conflict'), 'errors': states.count('error'),
                            'last_sync': self.client.last_sync_stamp, 'last_error': self.status.last_error,
                            'user': self.client.user_name,
@@ -450,6 +498,21 @@ class ObjectLayer:
         p.check_name(new_name, 'object name')
         self._note('values', old.oaio_id, {**info.values, p.NAME_KEY: new_name})
         return None
+
+
+def conflicted_paths(paths: list[str]) -> set[str]:
+    """The conflict copies among an object's paths and the files they are copies of
+    (``dir/name.conflict-DEVICE-STAMP.ext`` is a copy of ``dir/name.ext``; ``values.json``'s are
+    ``values.conflict-DEVICE-STAMP.json``)."""
+    found = set()
+    for path in paths:
+        match = _CONFLICT_COPY.fullmatch(path)
+        if match:
+            found.update((path, match['stem'] + match['ext']))
+    return found
+
+
+_CONFLICT_COPY = re.compile(rf'(?P<stem>(?:.*/)?[^/]*?){re.escape(p.CONFLICT_MARK)}[^/]*-\d{{20}}(?P<ext>[^/]*)')
 
 
 async def ask_server(function, *args):

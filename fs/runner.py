@@ -12,6 +12,7 @@ import errno
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from oaio.client.model import user_values
 from .inodes import ROOT_INODE, Node
 from .objects import MountStatus, ObjectLayer, Overlay
 from .operations import Operations
-from .view import take_view
+from .view import ObjectInfo, object_info, take_view
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,8 @@ DEBOUNCE_SECONDS = 0.2          # a burst of writes within this quiet time becom
 MAX_DELAY_SECONDS = 2.0         # ... but no change waits longer than this
 POLL_SECONDS = 25.0             # one long poll
 RETRY_SECONDS = (1, 2, 4, 8, 15, 30)
-INITIAL_SYNC_SECONDS = 30.0     # a longer first sync goes on in the background after mounting
+INITIAL_SYNC_SECONDS = 30.0     # the hand-over time: a longer first sync goes on after mounting (see first_sync_time)
+ARRIVAL_SECONDS = 0.1           # objects a sync applies are shown in batches at most this far apart
 _limiter = trio.CapacityLimiter(4)
 
 
@@ -145,15 +147,24 @@ class Watcher:
 class Mount:
     """Everything of one mounted drive; :meth:`run_sync_task` is the one task that uses the client."""
 
-    def __init__(self, client: OaioClient, mountpoint: str):
+    def __init__(self, client: OaioClient, mountpoint: str, first_sync_seconds: float | None = None):
         self.client, self.mountpoint = client, mountpoint
+        self.first_sync_seconds = first_sync_time() if first_sync_seconds is None else first_sync_seconds
         self.status = MountStatus()
         self.layer: ObjectLayer | None = None
         self.operations: Operations | None = None
+        self.mounted = False                # pyfuse3.init done: the kernel's caches may be invalidated
+        # objects a sync has applied, not shown yet (from the syncing thread to show_arrivals)
+        self._arrived: dict[str, ObjectInfo | None] = {}
+        self._arrived_lock = threading.Lock()
+        self._arrival = trio.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
 
     # the sync task ---------------------------------------------------------------------------
 
-    async def run_sync_task(self, signals: trio.MemoryReceiveChannel) -> None:
+    async def run_sync_task(self, signals: trio.MemoryReceiveChannel, first_sync_done: trio.Event) -> None:
+        await self.flush()          # the first sync: the mount waits for it up to the hand-over time
+        first_sync_done.set()
         async for signal_ in signals:
             if isinstance(signal_, Flush):
                 await self.flush()
@@ -206,24 +217,65 @@ class Mount:
 
     async def refresh_view(self, taken_up_to: int = 0) -> None:
         """Show the client's objects (the view holds every local change numbered up to ``taken_up_to``)."""
+        with self._arrived_lock:            # the sync is over: the view below holds them all
+            self._arrived.clear()
         before = self.layer.view_stamps()
         self.layer.set_view(await in_thread(take_view, self.client), taken_up_to)
-        if self.operations is not None:
+        if self.mounted:
             # a sync may have pulled or merged versions too (news are invalidated where they are
             # taken): listings the kernel keeps of their folders are dropped now rather than when it
             # next finds the folder's mtime changed
             after = self.layer.view_stamps()
             await self.invalidate_folders([oaio_id for oaio_id, stamp in after.items() if before.get(oaio_id) != stamp])
 
+    # objects as a sync applies them -----------------------------------------------------------
+
+    def applied(self, oaio_ids: list[str]) -> None:
+        """In the syncing thread, the client's lock held: a pulled change was applied to these
+        objects. Their new state is queued for :meth:`show_arrivals`, so a long sync (the first one
+        above all) shows each object as it arrives, not only at its end."""
+        try:
+            infos = {}
+            for oaio_id in oaio_ids:
+                obj = self.client.object(oaio_id)
+                infos[oaio_id] = object_info(self.client, obj) if obj is not None else None
+            with self._arrived_lock:
+                wake = not self._arrived
+                self._arrived.update(infos)
+            if wake:
+                self._token.run_sync_soon(self._wake_arrivals)
+        except trio.RunFinishedError:
+            pass
+        except (OaioError, OSError) as exc:         # shown with the view at the sync's end
+            log.info('cannot show %s before the sync ends: %s', oaio_ids, exc)
+
+    def _wake_arrivals(self) -> None:
+        self._arrival.set()
+
+    async def show_arrivals(self) -> None:
+        """Show the objects queued by :meth:`applied`, in batches (a view is composed per batch)."""
+        while True:
+            await self._arrival.wait()
+            self._arrival = trio.Event()
+            with self._arrived_lock:
+                infos, self._arrived = self._arrived, {}
+            if infos:
+                names = self.layer.names_of(infos)
+                self.layer.show_objects(infos)
+                if self.mounted:
+                    await self.invalidate(list(infos), names | self.layer.names_of(infos))
+            await trio.sleep(ARRIVAL_SECONDS)
+
     # the kernel's caches ---------------------------------------------------------------------
 
-    async def invalidate(self, oaio_ids: list[str]) -> None:
-        """Drop what the kernel caches of changed objects, so the next open sees the new content."""
+    async def invalidate(self, oaio_ids: list[str], names: set[str] | None = None) -> None:
+        """Drop what the kernel caches of changed objects, so the next open sees the new content
+        (and the drive's entries named ``names``, all of them if None)."""
         for inode, parent, name in self.operations.kernel_entries(oaio_ids):
             await in_thread(_invalidate_inode, inode)
             if name:
                 pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
-        for name in self.layer.object_names():
+        for name in self.layer.object_names() if names is None else names:
             pyfuse3.invalidate_entry_async(ROOT_INODE, os.fsencode(name), ignore_enoent=True)
         await in_thread(_invalidate_inode, ROOT_INODE)
 
@@ -243,9 +295,44 @@ class Mount:
             Overlay().save(self.client.client_root)             # the client has them now
         await in_thread(rescan_files, self.client)
         self.layer = ObjectLayer(self.client, await in_thread(take_view, self.client), self.status)
-        with trio.move_on_after(INITIAL_SYNC_SECONDS):      # show the objects at once when we can
-            await self.flush()
         self.operations = Operations(self.layer)
+        self._token = trio.lowlevel.current_trio_token()
+        self.client.report_applied(self.applied)
+        to_sync, signals = trio.open_memory_channel(0)
+        first_sync_done = trio.Event()
+        failure = None
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.show_arrivals)
+                nursery.start_soon(self.run_sync_task, signals, first_sync_done)
+                # show the objects at once when we can; a longer first sync goes on after mounting,
+                # and its objects appear as they arrive
+                with trio.move_on_after(self.first_sync_seconds):
+                    await first_sync_done.wait()
+                if not first_sync_done.is_set():
+                    log.info('the first sync takes longer than %g s: mounting, objects appear as they arrive',
+                             self.first_sync_seconds)
+                try:
+                    self._mount()
+                except Exception as exc:    # raised alone after the nursery, not in an exception group
+                    failure = exc
+                    nursery.cancel_scope.cancel()
+                    return
+                nursery.start_soon(self._serve_until_unmounted, nursery)
+                nursery.start_soon(Flusher(self.layer, to_sync.clone()).run)
+                nursery.start_soon(Watcher(self.client, to_sync.clone()).run)
+                nursery.start_soon(self._stop_on_signal)
+                task_status.started()
+        finally:
+            self.client.report_applied(None)
+            if self.mounted:
+                pyfuse3.close(unmount=True)
+                with trio.move_on_after(20):
+                    await self.drain()
+            if failure is not None:
+                raise failure
+
+    def _mount(self) -> None:
         # auto_unmount: if this process dies, fusermount3 unmounts, so no dead mountpoint stays.
         # No default_permissions: only the user who mounted reaches the mount (no allow_other), this
         # process runs as that user, so the cache's own files check the mode bits of every open,
@@ -254,19 +341,7 @@ class Mount:
         # after every create (each create invalidates them): one request in four of a create.
         options = {'fsname=oaio', 'subtype=oaio', 'auto_unmount'}     # not pyfuse3.default_options
         pyfuse3.init(self.operations, self.mountpoint, options)
-        to_sync, signals = trio.open_memory_channel(0)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._serve_until_unmounted, nursery)
-                nursery.start_soon(self.run_sync_task, signals)
-                nursery.start_soon(Flusher(self.layer, to_sync.clone()).run)
-                nursery.start_soon(Watcher(self.client, to_sync.clone()).run)
-                nursery.start_soon(self._stop_on_signal)
-                task_status.started()
-        finally:
-            pyfuse3.close(unmount=True)
-            with trio.move_on_after(20):
-                await self.drain()
+        self.mounted = True
 
     async def drain(self) -> None:
         """Persist every pending change in the client store and try one last upload (the sync task
@@ -293,6 +368,16 @@ class Mount:
                 log.info('%s: unmounting %s', signal.Signals(signum).name, self.mountpoint)
                 pyfuse3.terminate()
                 return
+
+
+def first_sync_time() -> float:
+    """The hand-over time: how long ``oaio mount`` waits for its first sync before it mounts
+    (``$OAIO_FIRST_SYNC_SECONDS``, else :data:`INITIAL_SYNC_SECONDS`)."""
+    try:
+        return max(0.0, float(os.environ.get('OAIO_FIRST_SYNC_SECONDS', INITIAL_SYNC_SECONDS)))
+    except ValueError:
+        log.warning('OAIO_FIRST_SYNC_SECONDS is no number of seconds; %g s it is', INITIAL_SYNC_SECONDS)
+        return INITIAL_SYNC_SECONDS
 
 
 def reopen_log_files() -> None:
