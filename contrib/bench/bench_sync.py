@@ -281,6 +281,7 @@ class SyncCases:
                 self.settle11()
             top_a, top_b = root_a / 'many', root_b / 'many'
             top_a.mkdir(exist_ok=True)
+            started = time.perf_counter()
             for folder in sorted({path.rpartition('/')[0] for path in expected}):
                 (top_a / folder).mkdir()
             for relative, content in expected.items():
@@ -289,6 +290,10 @@ class SyncCases:
             closed = time.perf_counter()
             seen = wait_tree(top_b, expected, timeout)
             seconds.setdefault(name, []).append(seen - closed if seen is not None else None)
+            # the peers start while A still writes (oaio's flusher after 2 s of a burst, Syncthing's
+            # watcher after its delay): the whole span too, for comparing runs
+            self.results.facts[f'9a {name}: writing the files on A / first write until all on B'] = \
+                f'{closed - started:.1f} s / ' + (f'{seen - started:.1f} s' if seen is not None else 'not on B')
             log(f'9a: {name}: ' + (f'{seen - closed:.1f} s' if seen is not None else f'not on B in {timeout:.0f} s'))
             self.settle11()
         if create:
