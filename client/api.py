@@ -187,6 +187,17 @@ class ServerApi:
         self.request('put', _file_slug(oaio_id, stamp, path), f'upload of {path!r}', data=_chunks(content),
                      headers={p.HEADER_SHA256: sha256}, retries=0)
 
+    def put_pack(self, body: Iterator[bytes], what: str) -> dict:
+        """Send one pack of chunks (``<sha256> <size>\\n`` and the bytes of each, streamed from
+        ``body``); the server verifies every chunk before it keeps any."""
+        return self.request('post', 'chunks/', what, data=body, retries=0,
+                            headers={'Content-Type': 'application/x-oaio-pack'}).json()
+
+    def fetch_chunks(self, hashes: list[str]) -> requests.Response:
+        """A streaming response with a pack of the chunks ``hashes``, in that order (caller closes it)."""
+        return self.request('post', 'chunks/fetch/', f'download of {len(hashes)} chunks', json={'sha256': hashes},
+                            stream=True)
+
     def open_file(self, oaio_id: str, stamp: str, path: str) -> requests.Response:
         """A streaming response with one file of a version (caller closes it)."""
         return self.request('get', _file_slug(oaio_id, stamp, path), f'download of {path!r}', stream=True)

@@ -17,35 +17,30 @@ from typing import Callable
 
 import requests
 
+from . import chunking
 from . import protocol as p
 from .api import ServerApi
+from .chunking import hash_file
 from .errors import (AccessDenied, AuthenticationError, ClockSkewError, ConflictError, InvalidServerData, OaioError,
                      OfflineError, ServerError)
 from .merge import conflict_name, merge_files, merge_values, same_value
 from .model import OaiObject
-from .store import LocalStore, ObjectRecord, fsync_directory, make_private_dirs, write_atomic
+from oaio.protocol.durable import syncfs
+from .store import LocalStore, ObjectRecord, make_private_dirs, write_atomic
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = p.CHUNK_BYTES
 PUSH_ROUNDS = 3
-DOWNLOAD_THREADS = 4        # files of one version fetched at once: the next request is sent while
-                            # the server answers the last (memory: a chunk per thread)
+DOWNLOAD_THREADS = 4        # packs fetched at once: the next request is sent while the server
+                            # answers the last (memory: a chunk per thread)
+UPLOAD_THREADS = 3          # packs sent at once
 
 
 def new_stamp(after: str = '') -> str:
     """A fresh stamp, later than ``after`` even if this device's clock is behind."""
     stamp = p.now_stamp()
     return stamp if stamp > after else str(int(after) + 1)
-
-
-def hash_file(path: Path) -> tuple[str, int]:
-    digest, size = hashlib.sha256(), 0
-    with open(path, 'rb') as file:
-        while chunk := file.read(CHUNK_BYTES):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def check_manifest(files: object, paths: list[str]) -> dict:
@@ -56,22 +51,164 @@ def check_manifest(files: object, paths: list[str]) -> dict:
         if not isinstance(entry, dict) or not isinstance(entry.get('size'), int) or entry['size'] < 0:
             raise InvalidServerData('a file manifest entry has no valid size')
         p.check_sha256(entry.get('sha256'))
+        if 'chunks' in entry:
+            p.check_chunk_list(entry['chunks'], entry['size'])
     return files
 
 
-class _Progress:
-    """A file being uploaded that reports how far the upload got."""
+class _Assembly:
+    """The files of one download being assembled in temporary files of the store, chunk by chunk.
 
-    def __init__(self, file, report, direction: str, path: str, total: int):
-        self.file, self.report, self.direction, self.path, self.total = file, report, direction, path, total
-        self.done = 0
+    ``targets``: chunk sha256 → [(path, offset)], every place a chunk goes. Chunks are written with
+    pwrite(2) at their offsets by whichever thread has them (a temporary file is opened per write,
+    so 10,000 small files never hold 10,000 descriptors)."""
 
-    def read(self, size: int = -1) -> bytes:
-        chunk = self.file.read(size)
-        self.done += len(chunk)
-        if self.report:
-            self.report(self.direction, self.path, self.done, self.total)
-        return chunk
+    def __init__(self, engine: SyncEngine, record: ObjectRecord, entries: dict):
+        self.engine, self.record, self.entries = engine, record, entries
+        self.temps: dict[str, str] = {}
+        self.targets: dict[str, list[tuple[str, int]]] = {}
+        self.sizes: dict[str, int] = {}
+        self.left: dict[str, int] = {}              # path → bytes still to arrive
+        self.lock = threading.Lock()
+        for path, entry in entries.items():
+            fd, self.temps[path] = engine.store.temp_file()
+            os.close(fd)
+            self.left[path] = entry['size']
+            offset = 0
+            for digest, size in chunking.pieces(entry):
+                self.targets.setdefault(digest, []).append((path, offset))
+                self.sizes[digest] = size
+                offset += size
+
+    def _write(self, digest: str, data: bytes) -> None:
+        for path, offset in self.targets.pop(digest, ()):
+            fd = os.open(self.temps[path], os.O_WRONLY)
+            try:
+                os.pwrite(fd, data, offset)
+            finally:
+                os.close(fd)
+            with self.lock:
+                self.left[path] -= len(data)
+                left = self.left[path]
+            self.engine._report('down', path, self.entries[path]['size'] - left, self.entries[path]['size'])
+
+    def copy_local(self, sources: dict) -> None:
+        """Take the chunks that local files hold (each verified: a local file may change meanwhile)."""
+        for digest, (source, offset) in sources.items():
+            if digest not in self.targets:
+                continue
+            try:
+                with open(source, 'rb') as file:
+                    file.seek(offset)
+                    data = file.read(self.sizes[digest])
+            except OSError:
+                continue
+            if hashlib.sha256(data).hexdigest() == digest:
+                self._write(digest, data)
+
+    def fetch(self) -> None:
+        """Fetch the chunks still wanted, in packs of about PACK_BYTES, several at a time."""
+        batches, batch, size = [], [], 0
+        for digest in list(self.targets):
+            if self.sizes[digest] == 0:         # an empty file: nothing to fetch
+                self._write(digest, b'')
+                continue
+            if batch and (size + self.sizes[digest] > p.PACK_BYTES or len(batch) == p.MAX_MISSING_HASHES):
+                batches.append(batch)
+                batch, size = [], 0
+            batch.append(digest)
+            size += self.sizes[digest]
+        if batch:
+            batches.append(batch)
+        if len(batches) <= 1:
+            for batch in batches:
+                self._fetch_pack(batch)
+            return
+        with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(batches)), thread_name_prefix='oaio-download') as pool:
+            fetches = [pool.submit(self._fetch_pack, batch) for batch in batches]
+            wait(fetches, return_when=FIRST_EXCEPTION)
+            for fetch in fetches:
+                fetch.cancel()          # those not started yet
+        failed = [fetch.exception() for fetch in fetches if not fetch.cancelled() and fetch.exception()]
+        if failed:
+            raise failed[0]
+
+    def _fetch_pack(self, hashes: list[str]) -> None:
+        wanted = iter(hashes)
+        parser = p.PackParser()
+        data: list[bytes] = []
+        digest, size = '', 0
+        try:
+            with self.engine.api.fetch_chunks(hashes) as answer:
+                for piece in answer.iter_content(CHUNK_BYTES):
+                    for event in parser.feed(piece):
+                        if event[0] == 'start':
+                            digest, size, data = event[1], event[2], []
+                            expected = next(wanted, None)
+                            if digest != expected or size != self.sizes[digest]:
+                                raise InvalidServerData(f'the server sent a chunk of {self._name(expected)} out of '
+                                                        f'order or of the wrong size ({size} bytes)')
+                        elif event[0] == 'data':
+                            data.append(event[1])
+                        else:
+                            content = b''.join(data)
+                            if hashlib.sha256(content).hexdigest() != digest:
+                                log.warning('refused chunk %s of %s from the server: its bytes do not match',
+                                            digest, self._name(digest))
+                                raise InvalidServerData(f'a chunk of {self._name(digest)} does not match its sha256')
+                            self._write(digest, content)
+                parser.close()
+        except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
+            # a broken connection is no verdict on the object: abort the round, so the cursor stays
+            # before this change and the next sync fetches the rest (what arrived is kept)
+            raise OfflineError(f'download interrupted: {exc.__class__.__name__}') from None
+        except p.ProtocolError as exc:
+            raise InvalidServerData(f'the server sent a malformed pack: {exc}') from None
+        if next(wanted, None) is not None:
+            raise InvalidServerData('the server sent fewer chunks than asked for')
+
+    def _name(self, digest: str | None) -> str:
+        """The file a chunk belongs to, for messages (the first, if several hold it)."""
+        for path, entry in self.entries.items():
+            if any(chunk[0] == digest for chunk in chunking.pieces(entry)):
+                return f'file {path!r}'
+        return f'chunk {digest}'
+
+    def place(self) -> dict:
+        """Check every complete file against its sha256 and size, make them durable with one
+        syncfs, rename them into place; drop the incomplete ones. Returns their ``record.hashes``."""
+        complete = {}
+        try:
+            for path, entry in self.entries.items():
+                if self.left[path] != 0:
+                    continue
+                temp = self.temps[path]
+                if 'chunks' in entry:           # a one-piece file was verified as its chunk
+                    if chunking.file_sha256(temp) != entry['sha256']:
+                        raise InvalidServerData(f'file {path!r} does not match its sha256')
+                if os.path.getsize(temp) != entry['size']:
+                    raise InvalidServerData(f'file {path!r} does not match its size')
+                complete[path] = temp
+            if not complete:
+                return {}
+            syncfs(self.engine.store.root)
+            placed = {}
+            folders = set()
+            for path, temp in complete.items():
+                target = self.engine.store.file_path(self.record, path)
+                make_private_dirs(target.parent)
+                os.replace(temp, target)
+                folders.add(target.parent)
+                stat = target.stat()
+                entry = self.entries[path]
+                placed[path] = [stat.st_size, stat.st_mtime_ns, entry['sha256']] + (
+                    [entry['chunks']] if 'chunks' in entry else [])
+            syncfs(self.engine.store.root)          # the renames
+            return placed
+        finally:
+            for temp in self.temps.values():
+                if os.path.exists(temp):
+                    os.unlink(temp)
 
 
 class SyncEngine:
@@ -303,80 +440,69 @@ class SyncEngine:
         return manifest
 
     def file_entry(self, record: ObjectRecord, path: str, root: str = '') -> dict | None:
-        """``{"sha256", "size"}`` of one local file (hashed only if its size or mtime changed since it
-        was last hashed), None if it is missing. With ``root`` (the object's files root), ``path`` is
-        one of its attached files, checked when it was attached: not checked again."""
+        """``{"sha256", "size"}`` of one local file, plus ``"chunks"`` for a file of several chunks
+        (hashed and cut only if its size or mtime changed since it was last hashed), None if it is
+        missing. With ``root`` (the object's files root), ``path`` is one of its attached files,
+        checked when it was attached: not checked again."""
         file = Path(f'{root}/{path}') if root else self.store.file_path(record, path)
         try:
             stat = os.stat(file)
         except FileNotFoundError:
             return None
         cached = record.hashes.get(path)
-        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns:
-            sha256 = cached[2]
+        if cached and cached[0] == stat.st_size and cached[1] == stat.st_mtime_ns \
+                and (len(cached) > 3 or stat.st_size <= p.SINGLE_CHUNK_BYTES):
+            sha256, chunks = cached[2], cached[3] if len(cached) > 3 else None
         else:
-            sha256, _ = hash_file(file)
-            record.hashes[path] = [stat.st_size, stat.st_mtime_ns, sha256]
-        return {'sha256': sha256, 'size': stat.st_size}
+            sha256, _, chunks = hash_file(file)
+            record.hashes[path] = [stat.st_size, stat.st_mtime_ns, sha256] + ([chunks] if chunks else [])
+        entry = {'sha256': sha256, 'size': stat.st_size}
+        if chunks:
+            entry['chunks'] = chunks
+        return entry
 
     def _download_all(self, record: ObjectRecord, remote: OaiObject, entries: dict) -> None:
-        """Download files of ``remote``, several at a time. After a failure no further download
-        starts; once the running ones ended, the failure of the first path (in ``entries`` order) is
-        raised, as if they had been fetched one by one. Files that arrived stay in place."""
-        if len(entries) <= 1:
-            for path, entry in entries.items():
-                record.hashes[path] = self._download(record, remote, path, entry)
+        """Bring the files ``entries`` (``{path: manifest entry}``) of ``remote`` in.
+
+        Chunks that intact local files of the synced version hold already are copied from them;
+        the rest are fetched in packs, several requests at a time, each chunk verified. Every file
+        is assembled in a temporary file, checked against its sha256 and size, made durable (one
+        syncfs for all of them) and then renamed into place. After a failure, the files complete
+        by then are placed and the first failure is raised."""
+        if not entries:
             return
-        with ThreadPoolExecutor(min(DOWNLOAD_THREADS, len(entries)), thread_name_prefix='oaio-download') as pool:
-            fetches = {path: pool.submit(self._download, record, remote, path, entry)
-                       for path, entry in entries.items()}
-            wait(fetches.values(), return_when=FIRST_EXCEPTION)
-            for fetch in fetches.values():
-                fetch.cancel()          # those not started yet
-        for path, fetch in fetches.items():
-            if not fetch.cancelled() and fetch.exception() is None:
-                record.hashes[path] = fetch.result()
-        failed = [fetch for fetch in fetches.values() if not fetch.cancelled() and fetch.exception()]
-        if failed:
-            raise failed[0].exception()
+        assembly = _Assembly(self, record, entries)
+        try:
+            assembly.copy_local(self._local_sources(record, entries))
+            assembly.fetch()
+        finally:
+            placed = assembly.place()
+            for path, hashes in placed.items():
+                record.hashes[path] = hashes
+
+    def _local_sources(self, record: ObjectRecord, entries: dict) -> dict:
+        """``{chunk sha256: (local file, offset)}`` for chunks of ``entries`` that files of the synced
+        version hold, unchanged here (a chunked file edited in its middle keeps most of its chunks)."""
+        wanted = {chunk[0] for entry in entries.values() if 'chunks' in entry for chunk in entry['chunks']}
+        sources: dict = {}
+        if not wanted:
+            return sources
+        for path, base in record.base_files.items():
+            if 'chunks' not in base or not wanted.intersection(chunk[0] for chunk in base['chunks']):
+                continue
+            local = self.file_entry(record, path)
+            if local is None or local['sha256'] != base['sha256']:
+                continue
+            offset = 0
+            for digest, size in base['chunks']:
+                sources.setdefault(digest, (self.store.file_path(record, path), offset))
+                offset += size
+        return sources
 
     def _report(self, direction: str, path: str, done: int, total: int) -> None:
         if self.on_progress:
             with self._progress_lock:
                 self.on_progress(direction, path, done, total)
-
-    def _download(self, record: ObjectRecord, remote: OaiObject, path: str, entry: dict) -> list:
-        """Stream one file into a temp file, verify its hash, then rename it into place; return its
-        ``record.hashes`` entry."""
-        target = self.store.file_path(record, path)
-        fd, tmp = self.store.temp_file()
-        digest, size = hashlib.sha256(), 0
-        try:
-            with os.fdopen(fd, 'wb') as out, self.api.open_file(remote.oaio_id, remote.client_stamp, path) as answer:
-                try:
-                    for chunk in answer.iter_content(CHUNK_BYTES):
-                        digest.update(chunk)
-                        size += len(chunk)
-                        if size > entry['size']:        # never let a server fill the disk
-                            raise InvalidServerData(f'file {path!r} is larger than its size {entry["size"]}')
-                        out.write(chunk)
-                        self._report('down', path, size, entry['size'])
-                except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                    # a broken connection is no verdict on the object: abort the round, so the cursor
-                    # stays before this change and the next sync fetches it again
-                    raise OfflineError(f'download of {path!r} interrupted: {exc.__class__.__name__}') from None
-                out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != entry['sha256'] or size != entry['size']:
-                raise InvalidServerData(f'file {path!r} does not match its sha256 or size')
-            make_private_dirs(target.parent)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        fsync_directory(target.parent)
-        stat = target.stat()
-        return [stat.st_size, stat.st_mtime_ns, entry['sha256']]
 
     def _remove_file(self, record: ObjectRecord, path: str) -> None:
         self.store.file_path(record, path).unlink(missing_ok=True)
@@ -443,14 +569,18 @@ class SyncEngine:
         self.save_record(record)
         # the synced version's content is on the server and this user's to name: only new content is asked about
         synced = {entry['sha256'] for entry in record.base_files.values()}
-        missing = self.api.missing_blobs(sorted({entry['sha256'] for entry in manifest.values()} - synced))
+        synced = {chunk[0] for entry in record.base_files.values() for chunk in chunking.pieces(entry)}
+        where: dict[str, tuple[str, int, int]] = {}      # chunk sha256 → (path, offset, size)
         for path, entry in manifest.items():
-            if entry['sha256'] in missing:
-                with open(self.store.file_path(record, path), 'rb') as content:
-                    self.api.put_file(snapshot.oaio_id, snapshot.client_stamp, path,
-                                      _Progress(content, self.on_progress, 'up', path, entry['size']), entry['sha256'])
-                missing.discard(entry['sha256'])
-        body = {**snapshot.to_dict(), 'files': {path: entry['sha256'] for path, entry in manifest.items()}}
+            offset = 0
+            for digest, size in chunking.pieces(entry):
+                if digest not in synced:
+                    where.setdefault(digest, (path, offset, size))
+                offset += size
+        missing = self.api.missing_blobs(sorted(where))
+        self._send_packs(record, sorted((where[digest] + (digest,) for digest in missing)))
+        body = {**snapshot.to_dict(), 'files': {path: entry if 'chunks' in entry else entry['sha256']
+                                                for path, entry in manifest.items()}}
         action = 'upload/' if snapshot.server_stamp else 'register/'
         answer = self.api.json('post', action, f'{action[:-1]} of {snapshot.oaio_id!r}', json=body)
         if not isinstance(answer, dict):
@@ -463,6 +593,44 @@ class SyncEngine:
         record.obj.csh_id = answer.get('csh_id')
         record.base_files = manifest
         self.save_record(record)
+
+    def _send_packs(self, record: ObjectRecord, chunks: list[tuple[str, int, int, str]]) -> None:
+        """Upload ``chunks`` (path, offset, size, sha256), in file order, in packs of about
+        PACK_BYTES, UPLOAD_THREADS packs at a time; each pack is read from the files as it is sent."""
+        packs, pack, size = [], [], 0
+        for chunk in chunks:
+            if pack and size + chunk[2] > p.PACK_BYTES:
+                packs.append(pack)
+                pack, size = [], 0
+            pack.append(chunk)
+            size += chunk[2]
+        if pack:
+            packs.append(pack)
+        root = self.store.files_root(record)
+        what = f'upload of files of {record.obj.oaio_id!r}'
+        if len(packs) <= 1:
+            for pack in packs:
+                self.api.put_pack(self._pack_body(root, pack), what)
+            return
+        with ThreadPoolExecutor(min(UPLOAD_THREADS, len(packs)), thread_name_prefix='oaio-upload') as pool:
+            sends = [pool.submit(self.api.put_pack, self._pack_body(root, pack), what) for pack in packs]
+            wait(sends, return_when=FIRST_EXCEPTION)
+            for send in sends:
+                send.cancel()
+        failed = [send.exception() for send in sends if not send.cancelled() and send.exception()]
+        if failed:
+            raise failed[0]
+
+    def _pack_body(self, root: Path, pack: list[tuple[str, int, int, str]]):
+        """The body of one pack, read from the files as it is sent (never a whole pack in memory)."""
+        for path, offset, size, digest in pack:
+            with open(root / path, 'rb') as file:
+                file.seek(offset)
+                data = file.read(size)
+            if len(data) != size:
+                raise OaioError(f'attached file {path!r} changed while it was uploaded')
+            self._report('up', path, offset + size, offset + size)
+            yield p.pack_header(digest, size) + data
 
     def push_deletes(self) -> None:
         """Send the queued unregistrations; an object already gone counts as deleted."""

@@ -55,7 +55,19 @@ MAX_VALUES_BYTES = 8 * MiB      # values.json as the mount shows it (pretty-prin
 # _file_paths (not in values.json) and the request's other fields.
 MAX_REQUEST_BODY_BYTES = 2 * 3 * MAX_VALUES_BYTES + 16 * MiB
 CHUNK_BYTES = MiB               # files are read, sent and received in pieces of this size
-MAX_MISSING_HASHES = 1000       # sha256 hashes in one blobs/missing/ question (the client asks in batches)
+MAX_MISSING_HASHES = 10_000     # sha256 hashes in one blobs/missing/ or chunks/fetch/ request (clients ask in batches)
+
+# The content engine (docs/protocol.md, "Chunks and packs"). A file of up to SINGLE_CHUNK_BYTES is one
+# chunk, whose hash is the file's sha256; a larger file is cut into content-defined chunks (FastCDC:
+# MIN_CHUNK_BYTES to MAX_CHUNK_BYTES, about AVG_CHUNK_BYTES on average, as Seafile and restic cut), so
+# that an edit changes only the chunks around it. Every chunk is stored once, by its sha256.
+MIN_CHUNK_BYTES = 256 * 1024
+AVG_CHUNK_BYTES = MiB
+MAX_CHUNK_BYTES = 4 * MiB
+SINGLE_CHUNK_BYTES = MiB
+MAX_FILE_CHUNKS = 1_000_000     # chunks of one file: 64 GiB in chunks of the smallest size, with room
+MAX_PACK_BYTES = 64 * MiB       # the largest body of one chunks/ upload (clients send packs of PACK_BYTES)
+PACK_BYTES = 8 * MiB
 
 VALUES_FILE = 'values.json'     # the values in an object's folder (mount) and in conflict copies
 FILES_FOLDER = 'filez'          # the attached files of each object, under the client's root
@@ -228,6 +240,82 @@ def check_sha256(digest: object) -> str:
     if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
         raise ProtocolError(f"sha256 must be 64 lowercase hex digits, got {digest!r:.80}")
     return digest
+
+
+def check_chunk_list(chunks: object, size: int, what: str = 'chunks') -> list:
+    """Return ``chunks`` if it is a list ``[[sha256, size], …]`` of chunks of sizes 1 to
+    :data:`MAX_CHUNK_BYTES` that add up to ``size``, else raise."""
+    if not isinstance(chunks, list) or not chunks or len(chunks) > MAX_FILE_CHUNKS:
+        raise ProtocolError(f"{what} must be a non-empty list of at most {MAX_FILE_CHUNKS} [sha256, size] pairs")
+    total = 0
+    for chunk in chunks:
+        if not isinstance(chunk, list) or len(chunk) != 2:
+            raise ProtocolError(f"{what} must be a list of [sha256, size] pairs, got {chunk!r:.80}")
+        check_sha256(chunk[0])
+        if type(chunk[1]) is not int or not 0 < chunk[1] <= MAX_CHUNK_BYTES:
+            raise ProtocolError(f"a chunk's size must be 1 to {MAX_CHUNK_BYTES} bytes, got {chunk[1]!r:.40}")
+        total += chunk[1]
+    if total != size:
+        raise ProtocolError(f"{what} add up to {total} bytes, not the file's size {size}")
+    return chunks
+
+
+def pack_header(sha256: str, size: int) -> bytes:
+    """The header of one chunk in a pack: ``<sha256 hex> <size>\n``, followed by the chunk's bytes."""
+    return f'{sha256} {size}\n'.encode()
+
+
+_PACK_HEADER_RE = re.compile(rb'([0-9a-f]{64}) (0|[1-9][0-9]{0,9})\n')
+PACK_HEADER_BYTES = 64 + 1 + 10 + 1
+
+
+class PackParser:
+    """Reads a pack (a chunks/ upload body, a chunks/fetch/ answer) as it arrives, in any pieces:
+    :meth:`feed` returns ``("start", sha256, size)``, ``("data", bytes)`` and ``("end", sha256)``
+    events; :meth:`close` raises if the pack ended inside a chunk. Sizes above ``max_chunk`` and
+    malformed headers raise :class:`ProtocolError`. Hashes are the caller's to check."""
+
+    def __init__(self, max_chunk: int = MAX_CHUNK_BYTES):
+        self.max_chunk = max_chunk
+        self._header = b''
+        self._left = 0
+        self._sha256 = ''
+
+    def feed(self, data: bytes) -> list[tuple]:
+        events: list[tuple] = []
+        view = memoryview(data)
+        while view:
+            if self._left:
+                piece = view[:self._left]
+                events.append(('data', bytes(piece)))
+                self._left -= len(piece)
+                view = view[len(piece):]
+                if not self._left:
+                    events.append(('end', self._sha256))
+                continue
+            newline = bytes(view[:PACK_HEADER_BYTES]).find(b'\n')
+            if newline < 0:
+                self._header += bytes(view)
+                if len(self._header) > PACK_HEADER_BYTES:
+                    raise ProtocolError('a pack holds a malformed chunk header')
+                break
+            line = self._header + bytes(view[:newline + 1])
+            view = view[newline + 1:]
+            self._header = b''
+            match = _PACK_HEADER_RE.fullmatch(line)
+            if not match:
+                raise ProtocolError(f'a pack holds a malformed chunk header {line[:80]!r}')
+            self._sha256, self._left = match[1].decode(), int(match[2])
+            if self._left > self.max_chunk:
+                raise ProtocolError(f'a chunk of {self._left} bytes is larger than the limit of {self.max_chunk}')
+            events.append(('start', self._sha256, self._left))
+            if not self._left:                      # the empty file's content
+                events.append(('end', self._sha256))
+        return events
+
+    def close(self) -> None:
+        if self._left or self._header:
+            raise ProtocolError('the pack ends inside a chunk')
 
 
 def check_csh_id(csh_id: object) -> str:

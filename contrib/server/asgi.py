@@ -13,7 +13,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402  (needs the sett
 
 django_application = get_asgi_application()
 
-from . import health, longpoll, metrics  # noqa: E402  (need Django set up)
+from . import health, longpoll, metrics, packs  # noqa: E402  (need Django set up)
 from .downloads import download_app, file_address  # noqa: E402
 from .errors import Unavailable  # noqa: E402
 from .front import guarded, send_error  # noqa: E402
@@ -31,6 +31,10 @@ def _route(scope) -> tuple[str, callable]:
         return 'healthz', health.health_app
     if path == metrics.PATH:
         return 'metrics', metrics.metrics_app
+    if path == packs.UPLOAD_PATH:
+        return 'chunks-put', packs.upload_app
+    if path == packs.FETCH_PATH:
+        return 'chunks-get', packs.fetch_app
     if (address := file_address(scope)) is not None and scope['method'] in ('GET', 'PUT'):
         if scope['method'] == 'GET':
             return 'files-get', functools.partial(download_app, address=address)

@@ -13,6 +13,8 @@ from django.core.files import File
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import IntegrityError, transaction
 
+from oaio.protocol.durable import syncfs
+
 from .errors import InvalidInput, TooLarge
 from .models import Blob
 
@@ -69,6 +71,30 @@ class Spool:
         self.file.close()
         if os.path.exists(self.path):
             os.unlink(self.path)
+
+
+def store_many(files: dict[str, str]) -> None:
+    """Move finished temporary files ``{storage name: path}`` into the blob storage, durably.
+
+    On the local default (a FileSystemStorage) they are renamed into place and made durable with one
+    syncfs(2) for all of them; any other storage (e.g. S3) gets one save per file, durable when it
+    returns. The temporary files are consumed."""
+    storage = storages['blobs']
+    if isinstance(storage, FileSystemStorage):
+        for name, path in files.items():
+            target = storage.path(name)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.replace(path, target)
+        if files:
+            syncfs(storage.location)
+        return
+    for name, path in files.items():
+        try:
+            with open(path, 'rb') as content:
+                storage.save(name, _TemporaryFile(content, name=path))
+        finally:
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def keep(spool: Spool, expected_sha256: str = '') -> Blob:

@@ -37,7 +37,8 @@ def file_address(scope) -> dict | None:
 
 def _open(scope, address: dict) -> tuple[dict, File, bytes]:
     """Check the request as Django and views.files would; return the file's manifest entry, its
-    blob opened, and the blob's first chunk (most files fit in one: no second thread hop)."""
+    first piece (blob or chunk) opened, and that piece's first MiB (most files fit in one: no
+    second thread hop)."""
     request = front.authenticated_request(scope, csrf=False)
     try:
         oaio_id, stamp, path = views.file_address(address['oaio_id'], address['stamp'], address['path'])
@@ -45,27 +46,45 @@ def _open(scope, address: dict) -> tuple[dict, File, bytes]:
     except DatabaseError:
         connection.close()                      # the next request opens a new one
         raise
-    content = storages['blobs'].open(blob_name(entry['sha256']), 'rb')
+    first, size = objects.contents(entry)[0]
+    content = storages['blobs'].open(blob_name(first), 'rb')
     try:
-        return entry, content, content.read(min(p.CHUNK_BYTES, entry['size']))
+        return entry, content, _read(content, min(p.CHUNK_BYTES, size), first)
     except BaseException:
         content.close()
         raise
 
 
+def _read(content: File, size: int, name: str) -> bytes:
+    piece = content.read(size)
+    if len(piece) != size:
+        raise OSError(f'stored content {name} is shorter than its size')
+    return piece
+
+
 async def _stream(send, entry: dict, content: File, chunk: bytes, disconnected: asyncio.Future) -> None:
+    """Send the file: its pieces (one blob, or its chunks in order) a MiB at a time."""
     await send({'type': 'http.response.start', 'status': 200, 'headers': [
         (b'content-type', b'application/octet-stream'), (b'content-length', str(entry['size']).encode()),
         (p.HEADER_SHA256.lower().encode(), entry['sha256'].encode()), *front.middleware_headers()]})
-    left = entry['size'] - len(chunk)
-    while True:
-        await send({'type': 'http.response.body', 'body': chunk, 'more_body': left > 0})
-        if left <= 0 or disconnected.done():
+    pieces = objects.contents(entry)
+    for index, (name, size) in enumerate(pieces):
+        if index:
+            content = await front.run(storages['blobs'].open, blob_name(name), 'rb')
+            chunk = await front.run(_read, content, min(p.CHUNK_BYTES, size), name)
+        try:
+            left = size - len(chunk)
+            while True:
+                last = left <= 0 and index == len(pieces) - 1
+                await send({'type': 'http.response.body', 'body': chunk, 'more_body': not last})
+                if left <= 0 or disconnected.done():
+                    break
+                chunk = await front.run(_read, content, min(p.CHUNK_BYTES, left), name)
+                left -= len(chunk)
+        finally:
+            content.close()
+        if disconnected.done():
             return
-        chunk = await front.run(content.read, min(p.CHUNK_BYTES, left))
-        if not chunk:
-            raise OSError(f'blob {entry["sha256"]} is shorter than its size {entry["size"]}')
-        left -= len(chunk)
 
 
 async def download_app(scope, receive, send, address: dict) -> None:
@@ -80,4 +99,4 @@ async def download_app(scope, receive, send, address: dict) -> None:
         await _stream(send, entry, content, chunk, disconnected)
     finally:
         disconnected.cancel()
-        content.close()
+        content.close()                         # closing twice is harmless

@@ -18,6 +18,7 @@ from django.contrib.auth import get_user
 from django.core.exceptions import BadRequest, DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.db import DatabaseError, connection
+from django.http import QueryDict
 from django.middleware.csrf import CsrfViewMiddleware
 
 from . import views
@@ -69,6 +70,9 @@ def authenticated_request(scope, csrf: bool) -> ASGIRequest:
         except DisallowedHost:          # Django's CommonMiddleware raises it, and handler400 answers
             raise BadRequest('bad request') from None
         if csrf:
+            # the body is not read here: an API request carries its token in the header, never in a
+            # form (without this, the middleware would parse the unread body as one)
+            request.POST = QueryDict()
             middleware = CsrfViewMiddleware(_no_view)
             middleware.process_request(request)
             refusal = middleware.process_view(request, views.files, (), {})
@@ -94,6 +98,31 @@ async def send_error(send, exc: Exception, scope) -> None:
     await send({'type': 'http.response.start', 'status': answer.status_code,
                 'headers': headers + middleware_headers()})
     await send({'type': 'http.response.body', 'body': answer.content})
+
+
+async def send_json(send, status: int, body: dict, extra_headers: tuple = ()) -> None:
+    """Answer ``body`` as JSON with the middleware headers and ``Cache-Control: no-store``."""
+    payload = json.dumps(body).encode()
+    await send({'type': 'http.response.start', 'status': status, 'headers': [
+        (b'content-type', b'application/json'), (b'content-length', str(len(payload)).encode()),
+        (b'cache-control', b'no-store'), *extra_headers, *middleware_headers()]})
+    await send({'type': 'http.response.body', 'body': payload})
+
+
+async def read_body(receive, limit: int) -> bytes:
+    """A small request body, read whole; TooLarge beyond ``limit`` bytes (also when undeclared)."""
+    pieces, size = [], 0
+    while True:
+        message = await receive()
+        if message['type'] == 'http.disconnect':
+            raise BadRequest('the client went away before the end of its request')
+        piece = message.get('body', b'')
+        size += len(piece)
+        if size > limit:
+            raise TooLarge(f'request body is larger than the limit of {limit} bytes')
+        pieces.append(piece)
+        if not message.get('more_body', False):
+            return b''.join(pieces)
 
 
 async def watch_disconnect(receive) -> None:

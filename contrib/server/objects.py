@@ -139,7 +139,8 @@ def _delete_object(obj: OaiObject, user) -> list:
     return subscribers
 
 
-def _batches(items: list):
+def batches(items: list):
+    """``items`` in slices of BATCH: one SQL ``IN (…)`` each."""
     for start in range(0, len(items), BATCH):
         yield items[start:start + BATCH]
 
@@ -153,7 +154,7 @@ def possessed(user, hashes) -> set[str]:
     """
     wanted = sorted(set(hashes))
     found: set[str] = set()
-    for batch in _batches(wanted):
+    for batch in batches(wanted):
         found.update(BlobHolder.objects.filter(user=user, blob_id__in=batch).values_list('blob_id', flat=True))
         rest = [digest for digest in batch if digest not in found]
         if rest:
@@ -173,29 +174,51 @@ def _manifest(oaio_id: str, stamp: str, values: dict, declared: object, user) ->
     """Build the file manifest of a new version; every file must already be stored and be the
     caller's to name (see :func:`possessed`), else it is reported missing, as unknown content is.
 
-    A path's content is the hash the client declares in ``files`` (our extension) or the file it
-    put under ``files/<id>/<stamp>/<path>`` before (the original storage-host protocol).
+    A path's content is what the client declares in ``files`` (our extension) — the sha256 of a file
+    stored as one piece, or ``{"sha256", "size", "chunks": [[sha256, size], …]}`` of a file stored in
+    chunks (chunks/) — or the file it put under ``files/<id>/<stamp>/<path>`` before (the original
+    storage-host protocol). Manifest entries: ``{"sha256", "size"}``, plus ``"chunks"`` for the
+    chunked ones (the file is their bytes in order; its sha256 is the client's to check).
     """
     paths = values.get(p.FILE_PATHS_KEY, [])
     declared = declared or {}
     if not isinstance(declared, dict) or not set(declared) <= set(paths):
-        raise InvalidInput(f'"files" must map paths listed in {p.FILE_PATHS_KEY} to sha256 hashes')
+        raise InvalidInput(f'"files" must map paths listed in {p.FILE_PATHS_KEY} to sha256 hashes or chunk lists')
+    chunked = {}
+    for path, entry in declared.items():
+        if isinstance(entry, dict):
+            size = entry.get('size')
+            if type(size) is not int or size < 0:
+                raise InvalidInput(f'file {path!r}: "size" must be a non-negative integer')
+            chunked[path] = {'sha256': p.check_sha256(entry.get('sha256')), 'size': size,
+                             'chunks': p.check_chunk_list(entry.get('chunks'), size, f'chunks of {path!r}')}
     staged = {}
     undeclared = [path for path in paths if path not in declared]
-    for batch in _batches(undeclared):
+    for batch in batches(undeclared):
         staged.update(StagedFile.objects.filter(oaio_id=oaio_id, stamp=stamp, user=user, path__in=batch)
                       .values_list('path', 'blob_id'))
-    hashes = {path: p.check_sha256(declared[path]) if path in declared else staged.get(path) for path in paths}
-    named = possessed(user, [digest for path, digest in hashes.items() if digest and path in declared])
+    hashes = {path: staged.get(path) if path not in declared else None if path in chunked
+              else p.check_sha256(declared[path]) for path in paths}
+    wanted = [digest for path, digest in hashes.items() if digest and path in declared]
+    wanted += [chunk[0] for entry in chunked.values() for chunk in entry['chunks']]
+    named = possessed(user, wanted)
     named.update(staged.values())
     sizes = {}
-    for batch in _batches(sorted(named)):
+    for batch in batches(sorted(named)):
         sizes.update(Blob.objects.filter(sha256__in=batch).values_list('sha256', 'size'))
-    missing = sorted(path for path, digest in hashes.items() if digest not in sizes)
+    missing = sorted(path for path, digest in hashes.items() if path not in chunked and digest not in sizes)
+    missing += sorted(path for path, entry in chunked.items()
+                      if any(sizes.get(chunk[0]) != chunk[1] for chunk in entry['chunks']))
     if missing:
         raise InvalidInput('files of this version are not stored yet; upload them first',
                            missing=missing[:100])
-    return {path: {'sha256': digest, 'size': sizes[digest]} for path, digest in hashes.items()}
+    return {path: chunked[path] if path in chunked else {'sha256': digest, 'size': sizes[digest]}
+            for path, digest in hashes.items()}
+
+
+def contents(entry: dict) -> list:
+    """The stored pieces of a manifest entry, in order: its chunks, or the one blob of its sha256."""
+    return entry.get('chunks') or [[entry['sha256'], entry['size']]]
 
 
 def check_stage(user, oaio_id: str, stamp: str) -> None:
@@ -244,8 +267,8 @@ def _new_version(obj: OaiObject, ctx: Context, stamp: str, values: dict, files: 
                                      files=files, user=ctx.user, device_id=ctx.device_id, app_id=ctx.app_id)
     obj.head = version
     obj.save(update_fields=['head'])
-    contents = sorted({entry['sha256'] for entry in files.values()})
-    for batch in _batches(contents):
+    stored = sorted({chunk[0] for entry in files.values() for chunk in contents(entry)})
+    for batch in batches(stored):
         ObjectBlob.objects.bulk_create([ObjectBlob(oai_object=obj, blob_id=digest) for digest in batch],
                                        ignore_conflicts=True)
     StagedFile.objects.filter(oaio_id=obj.oaio_id, stamp=stamp, user=ctx.user).delete()

@@ -58,8 +58,9 @@ def _store(user, oaio_id: str, stamp: str, path: str, spool: blobs.Spool, expect
     return {'sha256': blob.sha256, 'size': blob.size}
 
 
-async def _receive_into(receive, spool: blobs.Spool) -> bool:
-    """Read the body into ``spool``; False when the client went away before its end."""
+async def receive_into(receive, write) -> bool:
+    """Read the body, handing it to ``write`` (in a thread) a MiB or more at a time; False when the
+    client went away before its end."""
     pending: list[bytes] = []
     gathered = 0
     while True:
@@ -72,29 +73,41 @@ async def _receive_into(receive, spool: blobs.Spool) -> bool:
             gathered += len(chunk)
         more = message.get('more_body', False)
         if pending and (gathered >= FLUSH_BYTES or not more):
-            await front.run(spool.write, b''.join(pending))
+            await front.run(write, b''.join(pending))
             pending, gathered = [], 0
         if not more:
             return True
+
+
+def admit(user) -> None:
+    """Count one more body being read for ``user`` (call in the event loop; :func:`release` after);
+    429 beyond OAIO_MAX_UPLOADS_PER_USER of them, file uploads and packs together."""
+    if _in_progress[user.pk] >= settings.OAIO_MAX_UPLOADS_PER_USER:
+        log.warning('upload by %s refused: %d uploads of this user in progress', user.username,
+                    _in_progress[user.pk])
+        raise TooManyRequests(f'{_in_progress[user.pk]} uploads of yours are in progress; try again shortly',
+                              retry_after=1)
+    _in_progress[user.pk] += 1
+
+
+def release(user) -> None:
+    _in_progress[user.pk] -= 1
+    if not _in_progress[user.pk]:
+        del _in_progress[user.pk]
 
 
 async def upload_app(scope, receive, send, address: dict) -> None:
     """ASGI app of one file upload (``address``: the URL's oaio_id, stamp and path)."""
     try:
         user, oaio_id, stamp, path, expected = await front.run(_admit, scope, address)
-        if _in_progress[user.pk] >= settings.OAIO_MAX_UPLOADS_PER_USER:
-            log.warning('upload of %r by %s refused: %d uploads of this user in progress', path, user.username,
-                        _in_progress[user.pk])
-            raise TooManyRequests(f'{_in_progress[user.pk]} uploads of yours are in progress; try again shortly',
-                                  retry_after=1)
+        admit(user)
     except Exception as exc:  # noqa: BLE001 — every refusal is answered as Django would answer it
         await front.send_error(send, exc, scope)
         return
-    _in_progress[user.pk] += 1
     spool = None
     try:
         spool = await front.run(blobs.Spool, settings.OAIO_MAX_FILE_BYTES)
-        if not await _receive_into(receive, spool):
+        if not await receive_into(receive, spool.write):
             log.info('upload of %r by %s cut off by the client', path, user.username)
             return
         answer = await front.run(_store, user, oaio_id, stamp, path, spool, expected)
@@ -103,9 +116,7 @@ async def upload_app(scope, receive, send, address: dict) -> None:
     else:
         failure = None
     finally:
-        _in_progress[user.pk] -= 1
-        if not _in_progress[user.pk]:
-            del _in_progress[user.pk]
+        release(user)
         if spool is not None:
             await front.run(spool.discard)
     if failure is not None:

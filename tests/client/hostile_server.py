@@ -1,6 +1,7 @@
 """A hostile oaio server for the client's tests: speaks just enough of the wire protocol for a sync
-(login with CSRF cookie, current_stamp/, blobs/missing/, changes/, files/…) and answers with
-whatever the scenario file says — hostile ids, paths, manifests and file contents included.
+(login with CSRF cookie, current_stamp/, blobs/missing/, changes/, chunks/fetch/, files/…) and
+answers with whatever the scenario file says — hostile ids, paths, manifests and file contents
+included.
 
 Usage: ``python hostile_server.py SCENARIO.json REQUEST_LOG.jsonl`` — binds a free loopback port and
 prints it on the first line of stdout; tests build the scenario with :func:`entry` and
@@ -9,7 +10,9 @@ prints it on the first line of stdout; tests build the scenario with :func:`entr
 - ``changes``: the entries of the change feed's snapshot (sent verbatim, any JSON);
 - ``files``: ``{"<oaio_id>/<stamp>/<path>": spec}`` where spec has ``content`` (text, sent as
   UTF-8), optionally ``repeat`` (send the content that many times, without Content-Length) and
-  ``fail_first`` (answer 503 to the first request);
+  ``fail_first`` (answer 503 to the first request). ``chunks/fetch/`` serves the same specs by the
+  sha256 that the change feed's manifests declare for their paths (a file is one chunk here): a
+  pack whose chunk header gives the size of what is sent (``repeat`` times the content);
 - ``redirects``: ``{"<METHOD> <slug prefix>": [status, location]}`` — requests whose method and
   slug (the path after ``/api/``) start so are answered with that redirect, after their body is
   read (PUT is answered by redirects only, else 404);
@@ -156,7 +159,54 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {'detail': 'logged out'})
         if slug == 'blobs/missing/':
             return self._json(200, {'missing': json.loads(body or b'{}').get('sha256', [])})
+        if slug == 'chunks/fetch/':
+            return self._pack(json.loads(body or b'{}').get('sha256', []))
         return self._json(404, {'error': 'not_found', 'detail': slug})
+
+    def _specs_by_hash(self) -> dict:
+        """sha256 → file spec, as the change feed's manifests declare them."""
+        specs = {}
+        for change in self.scenario.get('changes', []):
+            obj = change.get('oaio') if isinstance(change, dict) else None
+            manifest = change.get('files') if isinstance(change, dict) else None
+            if not isinstance(obj, dict) or not isinstance(manifest, dict):
+                continue
+            for path, declared in manifest.items():
+                spec = self.scenario.get('files', {}).get(f"{obj.get('oaio_id')}/{obj.get('client_stamp')}/{path}")
+                if spec is not None and isinstance(declared, dict):
+                    specs.setdefault(declared.get('sha256'), spec)
+        return specs
+
+    def _pack(self, hashes: list) -> None:
+        """A chunks/fetch/ answer: the chunks asked for, each framed with the size actually sent."""
+        specs = self._specs_by_hash()
+        if any(digest not in specs for digest in hashes):
+            self._log(status=404, hashes=hashes)
+            return self._json(404, {'error': 'not_found', 'detail': 'no such chunk'})
+        with self.lock:
+            first = [digest for digest in hashes if digest not in self.served]
+            self.served.update(hashes)
+        if any(specs[digest].get('fail_first') for digest in first):
+            self._log(status=503, hashes=hashes)
+            return self._json(503, {'error': 'unavailable', 'detail': 'try again later'})
+        self.send_response(200)
+        self.send_header('Content-Type', 'application/x-oaio-pack')
+        self.send_header('Connection', 'close')         # the body ends when the connection closes
+        self.close_connection = True
+        self.end_headers()
+        sent, aborted = 0, False
+        try:
+            for digest in hashes:
+                content = specs[digest]['content'].encode()
+                repeat = specs[digest].get('repeat', 1)
+                self.wfile.write(f'{digest} {len(content) * repeat}\n'.encode())
+                for _ in range(repeat):
+                    self.wfile.write(content)
+                    sent += len(content)
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            aborted = True
+        self._log(status=200, hashes=hashes, sent=sent, aborted=aborted)
 
     def do_PUT(self) -> None:
         slug = urlsplit(self.path).path.removeprefix('/api/')

@@ -15,12 +15,24 @@ from urllib.parse import quote
 import pytest
 
 from oaio.client import OaioClient
+from oaio.client.chunking import hash_file
 from oaio.client.errors import StoreLockedError
 from oaio.client.store import LocalStore
 
-from oaio_testing import PASSWORD, file_digest, growing, wait_for
+from oaio_testing import PASSWORD, file_digest, wait_for
 
 CHUNK = 1024 * 1024
+
+
+def stored_bytes(folder: Path) -> int:
+    """The bytes of the files under ``folder`` (a server's blob storage) now."""
+    total = 0
+    for path in folder.rglob('*'):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:
+            pass
+    return total
 
 UPLOADER = textwrap.dedent('''
     import hashlib, os, sys
@@ -81,8 +93,8 @@ def test_client_killed_mid_upload_resumes_with_a_consistent_store(server, api, t
         with pytest.raises(StoreLockedError):           # the running client holds client_root
             OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, device_id='other',
                        client_root=str(root), auto_sync=False)
-        wait_for(growing(server.data / 'tmp', 'blob-*', 32 * CHUNK), 120, 'the upload to stream into the server',
-                 interval=0.005)
+        wait_for(lambda: stored_bytes(server.data / 'blobs') >= 32 * CHUNK, 120,
+                 'the first packs of chunks to be stored on the server', interval=0.005)
         assert process.poll() is None, 'the client finished before it could be killed'
         process.kill()
         assert process.wait(30) == -signal.SIGKILL
@@ -95,6 +107,11 @@ def test_client_killed_mid_upload_resumes_with_a_consistent_store(server, api, t
 
     # the server has no object (the version never completed)
     assert session.get('oaio_stampz/').json() == []
+    # but it keeps the chunks that arrived, as alice's: the next upload sends only the others
+    _, _, chunks = hash_file(big)
+    hashes = [digest for digest, _ in chunks]
+    missing = session.post('blobs/missing/', json={'sha256': hashes}).json()['missing']
+    assert 0 < len(hashes) - len(missing) < len(hashes), (len(hashes), len(missing))
 
     with OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, app_id='tests', device_id='crashy',
                     client_root=str(root), auto_sync=False) as client:         # the lock died with the process

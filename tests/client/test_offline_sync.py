@@ -255,7 +255,7 @@ def test_server_stopped_during_upload_then_next_sync_completes(server, devices, 
     folder = tmp_path / 'big'
     digest = write_file(folder / 'big.bin', size, b'upload')
     oaio_id = laptop.register_file('big.bin', root_path=str(folder)).oaio_id
-    stopper = _stop_when(server, growing(server.data / 'tmp', 'blob-*', 16 * CHUNK), sig)
+    stopper = _stop_when(server, growing(server.data / 'tmp', 'chunk-*', CHUNK), sig)
     ok = laptop.synchronize_with_server_if_online()
     stopper.join(60)
     assert not stopper.errors, stopper.errors

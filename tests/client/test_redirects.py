@@ -108,7 +108,7 @@ def test_redirected_download_is_refused_and_fetched_again(start, tmp_path):
     files = {'report.txt': 'the report\n'}
     server = start('hostile', {'changes': [entry('doc', {'_file_paths': ['report.txt']}, files)],
                                'files': served('doc', files),
-                               'redirects': {'GET files/': [302, f'http://{target.host}/elsewhere/report.txt']}})
+                               'redirects': {'POST chunks/fetch/': [302, f'http://{target.host}/elsewhere/pack']}})
     root = tmp_path / 'client'
     with open_client(server.host, root) as client:
         for _ in range(2):
@@ -116,7 +116,7 @@ def test_redirected_download_is_refused_and_fetched_again(start, tmp_path):
             assert_refused(client.error_message, 302, target)
             assert client.client_objectz == {}
         assert not list((root / 'tmp').iterdir())
-    downloads = [request for request in server.requests() if request['path'].startswith('/api/files/')]
+    downloads = [request for request in server.requests() if request['path'] == '/api/chunks/fetch/']
     assert [request['status'] for request in downloads] == [302, 302]
 
 
@@ -124,13 +124,13 @@ def test_redirected_upload_is_refused(start, tmp_path):
     """An upload answered with a redirect: the file's content goes nowhere else, the version stays
     pending with the error."""
     target = start('target', {'log_connections': True})
-    server = start('hostile', {'redirects': {'PUT files/': [307, f'http://{target.host}/api/files/stolen']}})
+    server = start('hostile', {'redirects': {'POST chunks/': [307, f'http://{target.host}/api/chunks/stolen']}})
     with open_client(server.host, tmp_path / 'client') as client:
         obj = client.register_file('secret.txt', b'not for the redirect target\n')
         assert not client.synchronize_with_server_if_online()
         assert_refused(client.error_message, 307, target)
         assert client.object(obj.oaio_id).pending
-    assert [request['method'] for request in server.requests() if request['path'].startswith('/api/files/')] == ['PUT']
+    assert [request['method'] for request in server.requests() if request['path'] == '/api/chunks/'] == ['POST']
 
 
 @pytest.mark.parametrize('host, url', [

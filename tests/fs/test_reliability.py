@@ -111,7 +111,7 @@ def test_server_killed_during_upload_and_during_download(server, mount):
 
     # SIGKILL while the upload streams into the server's spool
     (a / 'media/big.bin').write_bytes(content)
-    wait_for(growing(server.data / 'tmp', 'blob-*', 2 * MB), 60, 'the upload streaming in', interval=0.005)
+    wait_for(growing(server.data / 'tmp', 'chunk-*', MB), 60, 'the upload streaming in', interval=0.005)
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     assert (a / 'media/big.bin').read_bytes() == content        # closed: still there, offline
     server.start()

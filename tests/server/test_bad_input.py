@@ -158,9 +158,9 @@ FIELD_CASES = [
     ('wipe_user/', {}, 'Uid must be a non-empty user name'),
     ('wipe_user/', {'Uid': ''}, 'Uid must be a non-empty user name'),
     ('wipe_user/', {'Uid': ['alice']}, 'Uid must be a non-empty user name'),
-    ('blobs/missing/', {}, '"sha256" must be a list of at most 1000 hashes'),
-    ('blobs/missing/', {'sha256': SHA}, '"sha256" must be a list of at most 1000 hashes'),
-    ('blobs/missing/', {'sha256': [SHA] * 1001}, '"sha256" must be a list of at most 1000 hashes'),
+    ('blobs/missing/', {}, '"sha256" must be a list of at most 10000 hashes'),
+    ('blobs/missing/', {'sha256': SHA}, '"sha256" must be a list of at most 10000 hashes'),
+    ('blobs/missing/', {'sha256': [SHA] * 10001}, '"sha256" must be a list of at most 10000 hashes'),
     ('blobs/missing/', {'sha256': [5]}, 'sha256 must be 64 lowercase hex digits'),
     ('blobs/missing/', {'sha256': [SHA[:-1]]}, 'sha256 must be 64 lowercase hex digits'),
 ]

@@ -29,7 +29,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(api, server,
          '--header', f'X-CSRFToken: {cookies["csrftoken"]}',
          '--checks', 'not_a_server_error,status_code_conformance,content_type_conformance,'
                      'response_schema_conformance,response_headers_conformance',
-         '--exclude-operation-id', 'logout', '--phases', 'examples,coverage,fuzzing',
+         # chunksPut: a binary pack schemathesis cannot generate (tests/server/test_chunks.py sends malformed ones)
+         '--exclude-operation-id', 'logout', '--exclude-operation-id', 'chunksPut',
+         '--phases', 'examples,coverage,fuzzing',
          '--max-examples', '25', '--seed', '1', '--workers', '4', '--request-timeout', '10', '--no-color'],
         capture_output=True, text=True, timeout=220, cwd=tmp_path)
     print(result.stdout[-3000:])
