@@ -15,12 +15,14 @@ written after its files, so a record never names content that is not on disk.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,8 @@ OBJECTS_DIR = 'objz'
 FILES_DIR = p.FILES_FOLDER
 LAST_SYNC_STAMP_FILE = 'last_sync_stamp.txt'
 STATE_FILE = 'state.json'
+PARTIAL_DIR = 'partial'         # big downloads in progress, kept across restarts (see partial_file)
+PARTIAL_DAYS = 7
 
 
 def fsync_directory(path: Path) -> None:
@@ -144,6 +148,11 @@ class LocalStore:
             raise StoreLockedError(f'{self.root} is in use by another oaio client') from None
         shutil.rmtree(self.root / 'tmp', ignore_errors=True)
         (self.root / 'tmp').mkdir(mode=0o700)
+        (self.root / PARTIAL_DIR).mkdir(exist_ok=True, mode=0o700)
+        for part in (self.root / PARTIAL_DIR).iterdir():     # downloads abandoned long ago
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - part.stat().st_mtime > PARTIAL_DAYS * 86400:
+                    part.unlink()
         for stale in [*self.root.glob('.tmp-*'), *(self.root / OBJECTS_DIR).glob('.tmp-*')]:
             stale.unlink(missing_ok=True)       # left by a write_atomic() that a crash interrupted
 
@@ -193,6 +202,12 @@ class LocalStore:
     def file_path(self, record: ObjectRecord, relative: str) -> Path:
         """The local path of an attached file; ``relative`` is validated, so it stays inside its root."""
         return self.files_root(record) / p.check_relative_path(relative)
+
+    def partial_file(self, sha256: str, path: str) -> Path:
+        """Where a big file's download is assembled: it survives a crash or a lost connection, so the
+        next attempt fetches only the chunks it lacks (they are verified, not trusted)."""
+        key = hashlib.sha256(f'{sha256}\0{path}'.encode('utf-8', 'surrogatepass')).hexdigest()[:40]
+        return self.root / PARTIAL_DIR / f'part-{key}'
 
     def temp_file(self) -> tuple[int, str]:
         """A new temporary file for a download (fd, path), on the same filesystem as the cache."""

@@ -70,15 +70,42 @@ class _Assembly:
         self.sizes: dict[str, int] = {}
         self.left: dict[str, int] = {}              # path → bytes still to arrive
         self.lock = threading.Lock()
+        self.partial: set[str] = set()              # paths assembled in a partial file (kept if incomplete)
         for path, entry in entries.items():
-            fd, self.temps[path] = engine.store.temp_file()
-            os.close(fd)
-            self.left[path] = entry['size']
             offset = 0
-            for digest, size in chunking.pieces(entry):
+            pieces = chunking.pieces(entry)
+            if 'chunks' in entry:
+                self.temps[path] = str(engine.store.partial_file(entry['sha256'], path))
+                self.partial.add(path)
+                os.close(os.open(self.temps[path], os.O_WRONLY | os.O_CREAT, 0o600))
+            else:
+                fd, self.temps[path] = engine.store.temp_file()
+                os.close(fd)
+            self.left[path] = entry['size']
+            for digest, size in pieces:
                 self.targets.setdefault(digest, []).append((path, offset))
                 self.sizes[digest] = size
                 offset += size
+            if path in self.partial:
+                self._resume(path, pieces)
+
+    def _resume(self, path: str, pieces: list) -> None:
+        """Count the chunks an earlier, interrupted download of ``path`` left in its partial file
+        (each verified) as arrived."""
+        offset = 0
+        with open(self.temps[path], 'rb') as file:
+            for digest, size in pieces:
+                file.seek(offset)
+                data = file.read(size)
+                if len(data) == size and hashlib.sha256(data).hexdigest() == digest:
+                    self.targets[digest].remove((path, offset))
+                    if not self.targets[digest]:
+                        del self.targets[digest]
+                    self.left[path] -= size
+                offset += size
+        if self.left[path] < self.entries[path]['size']:
+            log.info('download of %r resumes: %d of %d bytes are here already', path,
+                     self.entries[path]['size'] - self.left[path], self.entries[path]['size'])
 
     def _write(self, digest: str, data: bytes) -> None:
         for path, offset in self.targets.pop(digest, ()):
@@ -206,8 +233,8 @@ class _Assembly:
             syncfs(self.engine.store.root)          # the renames
             return placed
         finally:
-            for temp in self.temps.values():
-                if os.path.exists(temp):
+            for path, temp in self.temps.items():       # a partial download stays for the next attempt
+                if os.path.exists(temp) and (path not in self.partial or self.left[path] == 0):
                     os.unlink(temp)
 
 

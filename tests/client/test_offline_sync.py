@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import signal
 import threading
 from pathlib import Path
@@ -283,7 +284,7 @@ def test_server_stopped_during_upload_then_next_sync_completes(server, devices, 
     assert sync_until_converged(laptop, phone)[oaio_id]['files'] == {'big.bin': digest}
 
 
-def test_server_killed_during_download_then_next_sync_completes(server, devices, tmp_path):
+def test_server_killed_during_download_then_next_sync_completes(server, devices, tmp_path, caplog):
     # SIGKILL: with SIGTERM the server finishes the response in its grace period
     laptop, phone = devices
     size = 384 * CHUNK
@@ -293,16 +294,22 @@ def test_server_killed_during_download_then_next_sync_completes(server, devices,
     small_id = laptop.register_object({'_name': 'small', 'n': 1}).oaio_id
     sync(laptop)
 
-    stopper = _stop_when(server, growing(Path(phone.client_root) / 'tmp', 'dl-*', 16 * CHUNK), signal.SIGKILL)
+    partial = Path(phone.client_root) / 'partial'
+    stopper = _stop_when(server, growing(partial, 'part-*', 16 * CHUNK), signal.SIGKILL)
     ok = phone.synchronize_with_server_if_online()
     stopper.join(60)
     assert not stopper.errors, stopper.errors
     assert server.process is None, 'the server was not stopped during the download'
     assert not ok and phone.error_message
+    assert len(list(partial.iterdir())) == 1            # what arrived is kept for the next attempt
 
     server.start()
+    caplog.set_level(logging.INFO, logger='oaio.client.sync')
     sync(phone)
     assert sorted(phone.client_objectz) == sorted([oaio_id, small_id])
     assert file_digest(phone.files_root(oaio_id) / 'big.bin') == digest
-    assert not list((Path(phone.client_root) / 'tmp').iterdir())
+    assert not list((Path(phone.client_root) / 'tmp').iterdir()) and not list(partial.iterdir())
+    # the second attempt fetched only what the first had not brought
+    resumed = [record.getMessage() for record in caplog.records if 'resumes' in record.getMessage()]
+    assert len(resumed) == 1 and not resumed[0].endswith(f': 0 of {size} bytes are here already'), resumed
     assert sync_until_converged(laptop, phone)[oaio_id]['files'] == {'big.bin': digest}
