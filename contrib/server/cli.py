@@ -1,8 +1,9 @@
-"""The ``oaio-server`` command: serve, adduser, and Django's management commands."""
+"""The ``oaio-server`` command: serve, adduser, gc, stats, and Django's management commands."""
 import argparse
 import fcntl
 import getpass
 import importlib.metadata
+import json
 import os
 import sys
 
@@ -42,6 +43,12 @@ def _parse_bind(bind: str) -> tuple[str, int]:
     return host.strip('[]'), int(port)
 
 
+def _not_negative(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f'must be a whole number of seconds, 0 or more, got {text!r}')
+    return int(text)
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f'must be a whole number of at least 1, got {text!r}')
@@ -58,7 +65,7 @@ def serve(args) -> int:
     import uvicorn
     from django.conf import settings
 
-    from . import serving
+    from . import gc, serving
     # request bodies are spooled to disk by Django's ASGI handler: keep them on the data disk (TMPDIR
     # for the worker processes of --workers, which start afresh)
     tempfile.tempdir = os.environ['TMPDIR'] = str(settings.TMP_DIR)
@@ -70,7 +77,11 @@ def serve(args) -> int:
                             proxy_headers=bool(settings.OAIO_TRUSTED_PROXIES),
                             forwarded_allow_ips=settings.OAIO_TRUSTED_PROXIES or None,
                             workers=args.workers, log_config=serving.log_config(line_format))
-    return serving.run(config)
+    gc.start_periodic()             # this process only: with --workers, the supervisor
+    try:
+        return serving.run(config)
+    finally:
+        gc.stop_periodic()
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -97,6 +108,58 @@ def adduser(args) -> int:
         return 1
     users.objects.create_user(args.name, password=password, is_staff=args.staff, is_superuser=args.staff)
     print(f'added user {args.name}' + (' (staff)' if args.staff else ''))
+    return 0
+
+
+def collect_garbage(args) -> int:
+    """Delete chunks no version and no staged file names, expired staged files, and stored files
+    without a row; print what was (or, with --dry-run, would be) removed."""
+    _setup(args.data)
+    _migrate()
+    from django.conf import settings
+
+    from . import gc
+    grace = settings.OAIO_GC_GRACE_SECONDS if args.grace is None else args.grace
+    result = gc.collect(grace, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    verb = 'would remove' if args.dry_run else 'removed'
+    print(f'{verb} {result["chunks"]} chunks ({result["bytes"]} bytes) no version or staged file names '
+          f'(stored more than {grace} s ago)')
+    print(f'{verb} {result["staged_files"]} staged files older than {settings.OAIO_STAGED_DAYS:g} days')
+    if result.get('orphans_note'):
+        print(result['orphans_note'])
+    else:
+        print(f'{verb} {result["orphans"]} stored files without a row ({result["orphan_bytes"]} bytes)')
+    return 0
+
+
+def _size(count: int) -> str:
+    for unit in ('bytes', 'KiB', 'MiB', 'GiB', 'TiB'):
+        if count < 1024 or unit == 'TiB':
+            return f'{count} bytes' if unit == 'bytes' else f'{count:.1f} {unit}'
+        count /= 1024
+
+
+def stats(args) -> int:
+    """Print what the store holds: objects, versions, chunks, bytes, the dedup ratio, staged files, users."""
+    _setup(args.data)
+    _migrate()
+    from . import gc
+    numbers = gc.stats()
+    if args.json:
+        print(json.dumps(numbers))
+        return 0
+    ratio = numbers['dedup_ratio']
+    rows = [('objects', numbers['objects']), ('versions', numbers['versions']), ('chunks', numbers['chunks']),
+            ('stored bytes', f'{numbers["stored_bytes"]} ({_size(numbers["stored_bytes"])}, each chunk once)'),
+            ('logical bytes', f'{numbers["logical_bytes"]} ({_size(numbers["logical_bytes"])}, '
+                              f'the {numbers["head_files"]} files of the newest versions)'),
+            ('dedup ratio', '-' if ratio is None else f'{ratio:.2f} (logical / stored)'),
+            ('staged files', numbers['staged_files']), ('users', numbers['users'])]
+    for name, value in rows:
+        print(f'{name:<14} {value}')
     return 0
 
 
@@ -130,6 +193,22 @@ def _parser() -> argparse.ArgumentParser:
     adduser_cmd.add_argument('--password-stdin', action='store_true', help='read the password from stdin')
     adduser_cmd.add_argument('--staff', action='store_true', help='staff: may use the admin at /admin/')
     adduser_cmd.set_defaults(func=adduser)
+
+    gc_cmd = commands.add_parser('gc', help='delete chunks no version or staged file names, expired staged files '
+                                            'and stored files without a row (the server does it every '
+                                            '$OAIO_GC_INTERVAL_SECONDS)')
+    gc_cmd.add_argument('--data', help=data_help)
+    gc_cmd.add_argument('--dry-run', action='store_true', help='only count what would be removed')
+    gc_cmd.add_argument('--grace', type=_not_negative, metavar='SECONDS',
+                        help='keep chunks stored less than this long ago (default $OAIO_GC_GRACE_SECONDS or 86400; '
+                             '0 is safe only while no upload runs)')
+    gc_cmd.add_argument('--json', action='store_true', help='print the result as JSON')
+    gc_cmd.set_defaults(func=collect_garbage)
+
+    stats_cmd = commands.add_parser('stats', help='objects, versions, chunks, stored and logical bytes, dedup ratio')
+    stats_cmd.add_argument('--data', help=data_help)
+    stats_cmd.add_argument('--json', action='store_true', help='print them as JSON')
+    stats_cmd.set_defaults(func=stats)
 
     manage_cmd = commands.add_parser('manage', help="run a Django management command, e.g. 'changepassword NAME'")
     manage_cmd.add_argument('--data', help=data_help)

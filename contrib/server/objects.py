@@ -109,6 +109,19 @@ def _lock_change_feed() -> None:
             cursor.execute(f'LOCK TABLE {Change._meta.db_table} IN SHARE ROW EXCLUSIVE MODE')
 
 
+CONTENT_LOCK = 0x6f61696f636e74         # "oaiocnt": the key of content_lock's advisory lock
+
+
+def content_lock(exclusive: bool = False) -> None:
+    """Hold the content lock until the transaction ends (PostgreSQL): shared by transactions that
+    name stored chunks (register/, upload/, packs), exclusive by garbage collection (gc.py) while
+    it deletes chunks, so that a version never names a chunk GC is deleting. SQLite needs nothing:
+    its IMMEDIATE transactions run one at a time."""
+    if connection.vendor == 'postgresql':
+        with connection.cursor() as cursor:
+            cursor.execute(f'SELECT pg_advisory_xact_lock{"" if exclusive else "_shared"}(%s)', [CONTENT_LOCK])
+
+
 def _record(ctx: Context, action: str, oaio_id: str, users, detail: str = '') -> None:
     """Append the change for each affected user and the action log entry, and wake long polls."""
     _lock_change_feed()
@@ -285,6 +298,7 @@ def _checked_upload(body: dict) -> tuple[str, str, dict]:
 @transaction.atomic
 def register(ctx: Context, body: dict) -> dict:
     """Create a new object owned by the caller, with its first version and a ``C`` subscription."""
+    content_lock()
     oaio_id, stamp, values = _checked_upload(body)
     csh_id = p.check_csh_id(body.get('csh_id') or settings.OAIO_DEFAULT_STORAGE_HOST)
     if OaiObject.objects.filter(oaio_id=oaio_id).exists():
@@ -304,6 +318,7 @@ def register(ctx: Context, body: dict) -> dict:
 @transaction.atomic
 def upload(ctx: Context, body: dict) -> dict:
     """Add a version on top of the head named by ``server_stamp``; 409 with the head otherwise."""
+    content_lock()
     oaio_id, stamp, values = _checked_upload(body)
     p.check_stamp(body.get('server_stamp'), 'server_stamp')
     sub = subscription_of(ctx.user, oaio_id)

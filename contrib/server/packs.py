@@ -19,13 +19,13 @@ import os
 import tempfile
 
 from django.conf import settings
-from django.core.files.storage import storages
+from django.core.files.storage import FileSystemStorage, storages
 from django.db import transaction
 
 from oaio import protocol as p
 
 from . import blobs, front, objects, uploads
-from .errors import InvalidInput, NotFound, TooLarge
+from .errors import InvalidInput, NotFound, TooLarge, Unavailable
 from .models import Blob, BlobHolder
 
 log = logging.getLogger(__name__)
@@ -85,23 +85,46 @@ class PackWriter:
 
     def finish(self) -> dict:
         """Store the chunks not stored yet, make them durable with one sync, then record them and
-        the sender's possession in one transaction."""
+        the sender's possession in one transaction.
+
+        Garbage collection (gc.py) may delete a chunk between the look for stored chunks and that
+        transaction. So the temporary files of chunks found stored are kept until the commit, and
+        the transaction — which holds the content lock, so no collection runs during it — looks
+        again: a chunk whose row is gone is stored again from its temporary file, and a chunk this
+        pack stored whose file is gone (swept as a file without a row) fails the pack with a 503,
+        which the client retries. No row is ever recorded without its file."""
         self.parser.close()
         front.keep_connection()
-        stored = set()
+        found = set()
         for batch in objects.batches(sorted(self.new)):
-            stored.update(Blob.objects.filter(sha256__in=batch).values_list('sha256', flat=True))
-        for sha256 in stored:
-            os.unlink(self.new.pop(sha256))
-        blobs.store_many({blobs.blob_name(sha256): path for sha256, path in self.new.items()})
-        self.new = {}
+            found.update(Blob.objects.filter(sha256__in=batch).values_list('sha256', flat=True))
+        placed = {sha256: path for sha256, path in self.new.items() if sha256 not in found}
+        blobs.store_many({blobs.blob_name(sha256): path for sha256, path in placed.items()})
+        self.new = {sha256: path for sha256, path in self.new.items() if sha256 in found}
+        storage = storages['blobs']
         with transaction.atomic():
+            objects.content_lock()
+            recorded = set()
+            for batch in objects.batches(sorted(self.received)):
+                recorded.update(Blob.objects.filter(sha256__in=batch).values_list('sha256', flat=True))
+            collected = {sha256: self.new.pop(sha256) for sha256 in found if sha256 not in recorded}
+            if collected:
+                log.info('pack of %s: %d chunks were collected meanwhile; storing them again',
+                         self.user.username, len(collected))
+                blobs.store_many({blobs.blob_name(sha256): path for sha256, path in collected.items()})
+            if isinstance(storage, FileSystemStorage):     # only a local directory is swept (gc.py)
+                lost = [sha256 for sha256 in placed if sha256 not in recorded
+                        and not os.path.exists(storage.path(blobs.blob_name(sha256)))]
+                if lost:
+                    log.warning('pack of %s refused: %d of its new chunks were removed by garbage collection '
+                                'before they were recorded', self.user.username, len(lost))
+                    raise Unavailable('chunks of this pack were collected before they were recorded; send it again')
             for batch in objects.batches(sorted(self.received)):
                 Blob.objects.bulk_create([Blob(sha256=sha256, size=self.received[sha256]) for sha256 in batch
-                                          if sha256 not in stored], ignore_conflicts=True)
+                                          if sha256 not in recorded], ignore_conflicts=True)
                 BlobHolder.objects.bulk_create([BlobHolder(user=self.user, blob_id=sha256) for sha256 in batch],
                                                ignore_conflicts=True)
-        return {'received': len(self.received), 'stored': len(self.received) - len(stored)}
+        return {'received': len(self.received), 'stored': len(placed) + len(collected)}
 
     def discard(self) -> None:
         if self._file is not None:

@@ -17,6 +17,8 @@ Configuration comes from the environment, so that ``oaio-server serve --data DIR
 - ``OAIO_FEED_FALLBACK_INTERVAL``: on PostgreSQL, seconds between the change watcher's looks for commits of
   other server processes while it receives their notifications (see notify.py); default 5.
 - ``OAIO_METRICS_ALLOW``: comma-separated addresses (or networks) that may read ``/metrics``; default loopback.
+- ``OAIO_GC_GRACE_SECONDS``, ``OAIO_GC_INTERVAL_SECONDS``, ``OAIO_STAGED_DAYS``: garbage collection of chunks no
+  version names (see gc.py); defaults 86400, 21600 (0: the server never collects by itself) and 7.
 """
 import json
 import os
@@ -136,6 +138,12 @@ OAIO_STORAGE_HOSTS = json.loads(os.environ.get('OAIO_STORAGE_HOSTS', '{}'))
 # who may read /metrics (metrics.py): its counts tell how busy the server is and how much it holds
 OAIO_METRICS_ALLOW = [entry.strip() for entry in os.environ.get('OAIO_METRICS_ALLOW', '127.0.0.0/8,::1').split(',')
                       if entry.strip()]
+# garbage collection (gc.py): a chunk no version and no staged file names is deleted once its row is
+# older than the grace (an upload in flight may have been told by blobs/missing/ that its user holds
+# the chunk, and names it a moment later); `serve` collects every interval seconds (0: never)
+OAIO_GC_GRACE_SECONDS = int(os.environ.get('OAIO_GC_GRACE_SECONDS', 24 * 3600))
+OAIO_GC_INTERVAL_SECONDS = int(os.environ.get('OAIO_GC_INTERVAL_SECONDS', 6 * 3600))
+OAIO_STAGED_DAYS = float(os.environ.get('OAIO_STAGED_DAYS', 7))     # staged files (files/ PUTs) older are dropped
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = 'Lax'
