@@ -10,7 +10,7 @@ from django.db.models import Max
 
 from .errors import InvalidInput
 from .models import Change, OaiObject, Subscription
-from .objects import has_head, object_dict
+from .objects import has_head, head_manifests, object_dict
 
 MAX_CURSOR = 2 ** 63 - 1
 
@@ -25,9 +25,9 @@ def parse_cursor(text: str | None) -> int | None:
     return int(text)
 
 
-def _entry(sub: Subscription) -> dict:
+def _entry(sub: Subscription, files: dict) -> dict:
     head = sub.oai_object.head
-    return {'oaio': object_dict(head, sub.oai_object.csh_id, sub.access_right), 'files': head.files,
+    return {'oaio': object_dict(head, sub.oai_object.csh_id, sub.access_right, files), 'files': files,
             'owner': sub.oai_object.owner.username}
 
 
@@ -39,7 +39,9 @@ def _subscriptions(user):
 def snapshot(user) -> dict:
     """Every object the user is subscribed to, and the cursor to continue from."""
     cursor = Change.objects.filter(user=user).aggregate(last=Max('seq'))['last'] or 0
-    entries = [_entry(sub) for sub in _subscriptions(user) if has_head(sub)]
+    subs = [sub for sub in _subscriptions(user) if has_head(sub)]
+    files = head_manifests(sub.oai_object_id for sub in subs)
+    entries = [_entry(sub, files[sub.oai_object_id]) for sub in subs]
     return {'cursor': str(cursor), 'snapshot': True, 'more': False, 'changes': entries}
 
 
@@ -54,9 +56,11 @@ def changes_after(user, cursor: int) -> dict:
     ids = list(dict.fromkeys(oaio_id for _, oaio_id in rows))
     subs = {sub.oai_object.oaio_id: sub for sub in _subscriptions(user).filter(oai_object__oaio_id__in=ids)}
     existing = set(OaiObject.objects.filter(oaio_id__in=set(ids) - set(subs)).values_list('oaio_id', flat=True))
-    entries = [_entry(subs[oaio_id]) if oaio_id in subs else
+    live = {oaio_id: sub for oaio_id, sub in subs.items() if has_head(sub)}
+    files = head_manifests(sub.oai_object_id for sub in live.values())
+    entries = [_entry(live[oaio_id], files[live[oaio_id].oai_object_id]) if oaio_id in live else
                {'oaio_id': oaio_id, 'gone': 'unsubscribed' if oaio_id in existing else 'deleted'}
-               for oaio_id in ids if oaio_id not in subs or has_head(subs[oaio_id])]
+               for oaio_id in ids if oaio_id in live or oaio_id not in subs]
     return {'cursor': str(rows[-1][0]), 'snapshot': False, 'more': len(rows) == page, 'changes': entries}
 
 

@@ -3,7 +3,15 @@
 - ``OaiObject``: one row per registered object. ``head`` is its newest version; an object row
   never exists without a head (both are created in one transaction by ``register/``).
 - ``Version``: the linear history of an object. Stamps of one object are unique and increase
-  with ``id``; a version row exists only once every blob of its ``files`` manifest is stored.
+  with ``id``; a version row exists only once every chunk of its files is stored. Its ``values``
+  are stored without ``_file_paths`` (``has_file_paths`` says whether the version had the key):
+  answers derive it from the version's files, so a version costs what changed, not the size of
+  the object.
+- ``FileRow``: the files of an object's versions as runs: path ``path`` held this content from
+  version ``since`` up to, not including, version ``until`` (Version ids; null: still in the head).
+  A version's files are the rows with ``since <= id < until``; a new version closes the rows of
+  the paths it changes or removes and adds rows for the ones it changes or adds — a one-file edit
+  in an object of 10,000 files costs two row writes.
 - ``Subscription``: who sees an object and with which right. The owner always holds ``C``.
   Right ``x`` is never stored: unsubscribing deletes the row.
 - ``Blob``: one row per stored content, keyed by sha256. A row exists only after the content is
@@ -43,8 +51,8 @@ class Version(models.Model):
     oai_object = models.ForeignKey(OaiObject, on_delete=models.CASCADE, related_name='versions')
     stamp = models.CharField(max_length=20)                   # client_stamp of this version
     server_stamp = models.CharField(max_length=20)            # server time when it was stored
-    values = models.JSONField(default=dict)
-    files = models.JSONField(default=dict)                    # {relative path: {"sha256": hex, "size": int}}
+    values = models.JSONField(default=dict)                   # without _file_paths (see FileRow)
+    has_file_paths = models.BooleanField(default=False)       # the values had _file_paths
     user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name='+')
     device_id = models.CharField(max_length=128, blank=True)
     app_id = models.CharField(max_length=128, blank=True)
@@ -54,6 +62,26 @@ class Version(models.Model):
 
     def __str__(self) -> str:
         return f'{self.oai_object_id}@{self.stamp}'
+
+
+class FileRow(models.Model):
+    oai_object = models.ForeignKey(OaiObject, on_delete=models.CASCADE, related_name='+')
+    path = models.TextField()
+    since = models.BigIntegerField()                          # Version.id where this content appeared
+    until = models.BigIntegerField(null=True)                 # Version.id where it changed or went; null: head
+    sha256 = models.CharField(max_length=64)                  # the whole file's
+    size = models.BigIntegerField()
+    chunks = models.JSONField(null=True)                      # [[sha256, size], ...] of a chunked file
+
+    class Meta:
+        indexes = [models.Index(fields=['oai_object', 'until']), models.Index(fields=['oai_object', 'since'])]
+
+    def entry(self) -> dict:
+        """The manifest entry: ``{"sha256", "size"}``, plus ``"chunks"`` for a chunked file."""
+        entry = {'sha256': self.sha256, 'size': self.size}
+        if self.chunks:
+            entry['chunks'] = self.chunks
+        return entry
 
 
 class Subscription(models.Model):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 
 from oaio import protocol as p
 
@@ -21,6 +21,7 @@ from .models import (
     Blob,
     BlobHolder,
     Change,
+    FileRow,
     OaiObject,
     ObjectBlob,
     StagedFile,
@@ -43,14 +44,19 @@ class Context:
     app_id: str = ''
 
 
-def object_dict(version: Version, csh_id: str, access_right: str) -> dict:
-    """The wire form of a version: exactly the ten fields of the original protocol."""
+def object_dict(version: Version, csh_id: str, access_right: str, files: dict | None = None) -> dict:
+    """The wire form of a version: exactly the ten fields of the original protocol. ``_file_paths``
+    is derived from the version's files (``files``, its manifest, if the caller has it), sorted."""
+    values = version.values
+    if version.has_file_paths:
+        files = manifest(version.oai_object_id, version.pk) if files is None else files
+        values = {**values, p.FILE_PATHS_KEY: sorted(files)}
     return {
         'oaio_id': version.oai_object.oaio_id,
         'client_stamp': version.stamp,
         'server_stamp': version.stamp,
-        'client_values': version.values,
-        'server_values': version.values,
+        'client_values': values,
+        'server_values': values,
         'csh_id': csh_id,
         'username': version.user.username if version.user else '',
         'device_id': version.device_id,
@@ -69,26 +75,45 @@ def subscription_of(user, oaio_id: str) -> Subscription:
 
 
 def file_entry(user, oaio_id: str, stamp: str, path: str) -> dict:
-    """``{"sha256", "size"}`` of file ``path`` of version ``stamp`` of ``oaio_id``, for any subscriber
-    (one query); NotFound for non-subscribers, as subscription_of, and for paths not in the version."""
+    """The manifest entry of file ``path`` of version ``stamp`` of ``oaio_id``, for any subscriber
+    (two queries, whatever the size of the object); NotFound for non-subscribers, as
+    subscription_of, and for paths not in the version."""
     version = Version.objects.filter(oai_object=OuterRef('oai_object'), stamp=stamp).values('pk')[:1]
     found = list(Subscription.objects.filter(user=user, oai_object__oaio_id=oaio_id)
-                 .values_list(Subquery(version), flat=True)[:1])
+                 .values_list('oai_object_id', Subquery(version))[:1])
     if not found:
         raise NotFound(f'no object {oaio_id!r} is shared with you')
-    entry = version_files(found[0]).get(path) if found[0] else None
-    if entry is None:
+    object_id, version_id = found[0]
+    row = _rows_of(object_id, version_id).filter(path=path).first() if version_id else None
+    if row is None:
         raise NotFound(f'version {stamp} of {oaio_id!r} has no file {path!r}')
-    return entry
+    return row.entry()
+
+
+def _rows_of(object_id: int, version_id: int):
+    """The FileRows of one version of an object."""
+    return FileRow.objects.filter(oai_object_id=object_id, since__lte=version_id).filter(
+        Q(until__isnull=True) | Q(until__gt=version_id))
 
 
 @functools.lru_cache(maxsize=8)
-def version_files(version_id: int) -> dict:
-    """The file manifest of a version, parsed once: versions never change, and their ids are never
-    reused (AUTOINCREMENT, sequences). A fresh device asks for every file of a version, one request
-    each; decoding the whole manifest per request made that quadratic. At most 8 manifests, each of
-    at most MAX_FILE_PATHS entries, are kept."""
-    return Version.objects.values_list('files', flat=True).get(pk=version_id)
+def _cached_manifest(object_id: int, version_id: int) -> dict:
+    return {row.path: row.entry() for row in _rows_of(object_id, version_id)}
+
+
+def manifest(object_id: int, version_id: int) -> dict:
+    """The files of a version, ``{path: entry}``, from its FileRows (a copy: versions never change,
+    so the last few are kept parsed — a fresh device's first sync asks for each)."""
+    return dict(_cached_manifest(object_id, version_id))
+
+
+def head_manifests(object_ids) -> dict[int, dict]:
+    """The files of the head versions of many objects at once: their open FileRows."""
+    files: dict[int, dict] = {object_id: {} for object_id in object_ids}
+    for batch in batches(sorted(files)):
+        for row in FileRow.objects.filter(oai_object_id__in=batch, until__isnull=True):
+            files[row.oai_object_id][row.path] = row.entry()
+    return files
 
 
 def _require_right(sub: Subscription, allowed: tuple, action: str) -> None:
@@ -275,12 +300,26 @@ def stage_file(user, oaio_id: str, stamp: str, path: str, blob: Blob) -> None:
 
 
 def _new_version(obj: OaiObject, ctx: Context, stamp: str, values: dict, files: dict) -> Version:
+    """Store a version with its files as FileRows: the rows of the paths it changes or removes
+    are closed, rows for the paths it changes or adds are added — what changed, not the object."""
     server_stamp = max(p.now_stamp(), stamp)
-    version = Version.objects.create(oai_object=obj, stamp=stamp, server_stamp=server_stamp, values=values,
-                                     files=files, user=ctx.user, device_id=ctx.device_id, app_id=ctx.app_id)
+    stored_values = {key: value for key, value in values.items() if key != p.FILE_PATHS_KEY}
+    version = Version.objects.create(oai_object=obj, stamp=stamp, server_stamp=server_stamp, values=stored_values,
+                                     has_file_paths=p.FILE_PATHS_KEY in values, user=ctx.user,
+                                     device_id=ctx.device_id, app_id=ctx.app_id)
+    current = {row.path: row for row in FileRow.objects.filter(oai_object=obj, until__isnull=True)
+               .only('pk', 'path', 'sha256', 'size', 'chunks')}
+    closing = [row.pk for path, row in current.items() if files.get(path) != row.entry()]
+    for batch in batches(closing):
+        FileRow.objects.filter(pk__in=batch).update(until=version.pk)
+    FileRow.objects.bulk_create([
+        FileRow(oai_object=obj, path=path, since=version.pk, sha256=entry['sha256'], size=entry['size'],
+                chunks=entry.get('chunks'))
+        for path, entry in files.items() if path not in current or current[path].entry() != entry], batch_size=BATCH)
     obj.head = version
     obj.save(update_fields=['head'])
-    stored = sorted({chunk[0] for entry in files.values() for chunk in contents(entry)})
+    stored = sorted({chunk[0] for path, entry in files.items() for chunk in contents(entry)
+                     if path not in current or current[path].entry() != entry})
     for batch in batches(stored):
         ObjectBlob.objects.bulk_create([ObjectBlob(oai_object=obj, blob_id=digest) for digest in batch],
                                        ignore_conflicts=True)
@@ -312,7 +351,7 @@ def register(ctx: Context, body: dict) -> dict:
     version = _new_version(obj, ctx, stamp, values, files)
     Subscription.objects.create(oai_object=obj, user=ctx.user, access_right=p.CREATE_RIGHT)
     _record(ctx, 'register', oaio_id, [ctx.user], stamp)
-    return object_dict(version, csh_id, p.CREATE_RIGHT)
+    return object_dict(version, csh_id, p.CREATE_RIGHT, files)
 
 
 @transaction.atomic
@@ -337,7 +376,7 @@ def upload(ctx: Context, body: dict) -> dict:
     files = _manifest(oaio_id, stamp, values, body.get('files'), ctx.user)
     version = _new_version(obj, ctx, stamp, values, files)
     _record(ctx, 'upload', oaio_id, _subscriber_ids(obj), stamp)
-    return object_dict(version, obj.csh_id, sub.access_right)
+    return object_dict(version, obj.csh_id, sub.access_right, files)
 
 
 @transaction.atomic
@@ -417,7 +456,10 @@ def listing(user) -> list[dict]:
     """The head of every object the user is subscribed to (``oaio_stampz/``)."""
     subs = Subscription.objects.filter(user=user).select_related('oai_object__head__user',
                                                                  'oai_object__head__oai_object')
-    return [object_dict(sub.oai_object.head, sub.oai_object.csh_id, sub.access_right) for sub in subs if has_head(sub)]
+    subs = [sub for sub in subs if has_head(sub)]
+    files = head_manifests(sub.oai_object_id for sub in subs)
+    return [object_dict(sub.oai_object.head, sub.oai_object.csh_id, sub.access_right, files[sub.oai_object_id])
+            for sub in subs]
 
 
 @transaction.atomic

@@ -66,20 +66,33 @@ class ServerView:
         """Every stored version of an object, oldest first: ``{"stamp", "values", "files"}``.
 
         The wire protocol shows only heads, so this reads the server's database (read-only)."""
-        query = ('SELECT v.stamp, v."values", v.files FROM oaio_version v JOIN oaio_oaiobject o '
-                 'ON v.oai_object_id = o.id WHERE o.oaio_id = %s ORDER BY v.stamp')
+        # a version's files are the FileRows whose run covers its id (models.FileRow)
+        versions = ('SELECT v.id, v.stamp, v."values", v.has_file_paths FROM oaio_version v JOIN oaio_oaiobject o '
+                    'ON v.oai_object_id = o.id WHERE o.oaio_id = %s ORDER BY v.stamp')
+        files = ('SELECT r.path, r.sha256, r.size, r.since, r.until FROM oaio_filerow r JOIN oaio_oaiobject o '
+                 'ON r.oai_object_id = o.id WHERE o.oaio_id = %s')
         database_url = self.api.server.env.get('DATABASE_URL')
         if database_url:
             import psycopg
             with psycopg.connect(database_url) as connection:
-                rows = connection.execute(query, (oaio_id,)).fetchall()
+                rows = connection.execute(versions, (oaio_id,)).fetchall()
+                runs = connection.execute(files, (oaio_id,)).fetchall()
         else:
             connection = sqlite3.connect(f'file:{self.api.server.data / "db.sqlite3"}?mode=ro', uri=True)
             try:
-                rows = connection.execute(query.replace('%s', '?'), (oaio_id,)).fetchall()
+                rows = connection.execute(versions.replace('%s', '?'), (oaio_id,)).fetchall()
+                runs = connection.execute(files.replace('%s', '?'), (oaio_id,)).fetchall()
             finally:
                 connection.close()
-        return [{'stamp': stamp, 'values': _json(values), 'files': _json(files)} for stamp, values, files in rows]
+        history = []
+        for version_id, stamp, values, has_file_paths in rows:
+            manifest = {path: {'sha256': sha256, 'size': size} for path, sha256, size, since, until in runs
+                        if since <= version_id and (until is None or until > version_id)}
+            values = _json(values)
+            if has_file_paths:
+                values['_file_paths'] = sorted(manifest)
+            history.append({'stamp': stamp, 'values': values, 'files': manifest})
+        return history
 
     def cursor(self) -> int:
         """The user's change feed cursor: it grows by one with every version stored for the user."""
