@@ -45,7 +45,7 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from . import blobs, objects
-from .models import Blob, BlobHolder, OaiObject, ObjectBlob, StagedFile, Version
+from .models import Blob, BlobHolder, FileRow, OaiObject, ObjectBlob, StagedFile, Version
 
 log = logging.getLogger(__name__)
 RUN_LOCK = 0x6f61696f6763         # "oaiogc": PostgreSQL session lock, one collection at a time
@@ -280,15 +280,11 @@ def summary(result: dict) -> str:
 
 def stats() -> dict:
     """What the store holds: objects, versions, chunks and their bytes, the bytes of the head
-    versions' files (each file counted in full, however often its content is stored) and their
-    ratio, staged files, users."""
+    versions' files (their open FileRows, each file counted in full, however often its content is
+    stored) and their ratio, staged files, users."""
     chunks = Blob.objects.aggregate(count=Count('pk'), size=Sum('size'))
-    logical = files = 0
-    heads = Version.objects.filter(pk__in=OaiObject.objects.values('head_id')).values_list('files', flat=True)
-    for manifest in heads.iterator(chunk_size=200):
-        for entry in (manifest or {}).values():
-            logical += entry['size']
-            files += 1
+    heads = FileRow.objects.filter(until__isnull=True).aggregate(count=Count('pk'), size=Sum('size'))
+    logical, files = heads['size'] or 0, heads['count']
     stored = chunks['size'] or 0
     return {
         'objects': OaiObject.objects.count(),

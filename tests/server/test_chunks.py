@@ -198,3 +198,59 @@ def test_a_chunk_list_must_add_up_and_be_held(api):
     lying = register(alice, 'c', {'sha256': sha(content), 'size': len(content), 'chunks': bad_size})
     assert lying.status_code == 400 and lying.json()['missing'] == ['f.bin']
     assert register(alice, 'd', {'sha256': sha(content), 'size': len(content), 'chunks': chunks}).status_code == 200
+
+
+def database_rows(server, query: str, *args) -> list:
+    """Rows of a read-only query on the server's database (SQLite or the test's PostgreSQL)."""
+    database_url = server.env.get('DATABASE_URL')
+    if database_url:
+        import psycopg
+        with psycopg.connect(database_url) as connection:
+            return connection.execute(query, args).fetchall()
+    import sqlite3
+    connection = sqlite3.connect(f'file:{server.data / "db.sqlite3"}?mode=ro', uri=True)
+    try:
+        return connection.execute(query.replace('%s', '?'), args).fetchall()
+    finally:
+        connection.close()
+
+
+def test_a_one_file_edit_stores_what_changed_not_the_object(api, server):
+    """Versions are runs of file rows: an edit of one file of 2,000 writes two rows and values
+    without the path list, and every version still answers its full file list and its files."""
+    alice = api('alice')
+    contents = {f'dir{index % 40}/file{index}.txt': f'file {index}\n'.encode() for index in range(2000)}
+    assert send(alice, pack(*set(contents.values()))).status_code == 200
+    first = new_stamp()
+    files = {path: sha(content) for path, content in contents.items()}
+    answer = alice.post('register/', json={'oaio_id': 'many', 'client_stamp': first,
+                                           'client_values': {'_file_paths': sorted(files), 'k': 1}, 'files': files})
+    assert answer.status_code == 200, answer.text
+    rows_before = database_rows(server, 'SELECT count(*) FROM oaio_filerow')[0][0]
+    assert rows_before == 2000
+    edited = b'edited\n'
+    assert send(alice, pack(edited)).status_code == 200
+    second = new_stamp()
+    answer = alice.post('upload/', json={'oaio_id': 'many', 'client_stamp': second, 'server_stamp': first,
+                                         'client_values': {'_file_paths': sorted(files), 'k': 2},
+                                         'files': {**files, 'dir7/file7.txt': sha(edited)}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()['client_values']['_file_paths'] == sorted(files)
+    assert database_rows(server, 'SELECT count(*) FROM oaio_filerow')[0][0] == rows_before + 1
+    values = database_rows(server, 'SELECT v."values" FROM oaio_version v WHERE v.stamp = %s', second)[0][0]
+    assert len(values if isinstance(values, str) else str(values)) < 100, values      # no path list stored
+    # both versions answer in full: their files and their path lists
+    assert alice.get(f'files/many/{first}/dir7/file7.txt').content == contents['dir7/file7.txt']
+    assert alice.get(f'files/many/{second}/dir7/file7.txt').content == edited
+    assert alice.get(f'files/many/{second}/dir8/file8.txt').content == contents['dir8/file8.txt']
+    head = next(obj for obj in alice.get('oaio_stampz/').json() if obj['oaio_id'] == 'many')
+    assert head['client_values'] == {'_file_paths': sorted(files), 'k': 2}
+    # a removed file ends its run; the older version still has it
+    third = new_stamp()
+    rest = {path: digest for path, digest in files.items() if path != 'dir9/file9.txt'}
+    assert alice.post('upload/', json={'oaio_id': 'many', 'client_stamp': third, 'server_stamp': second,
+                                       'client_values': {'_file_paths': sorted(rest)},
+                                       'files': {**rest, 'dir7/file7.txt': sha(edited)}}).status_code == 200
+    assert alice.get(f'files/many/{third}/dir9/file9.txt').status_code == 404
+    assert alice.get(f'files/many/{second}/dir9/file9.txt').content == contents['dir9/file9.txt']
+    assert database_rows(server, 'SELECT count(*) FROM oaio_filerow')[0][0] == rows_before + 1
