@@ -168,11 +168,15 @@ class ServerApi:
         return self.json('get', 'current_stamp/', 'clock check')['current_stamp']
 
     def changes(self, cursor: str, wait: float = 0.0) -> dict:
-        """One answer of the change feed after ``cursor`` ('' for a snapshot)."""
-        params = {'since': cursor} if cursor else {}
+        """One answer of the change feed after ``cursor`` ('' for a snapshot), files as deltas."""
+        params = {'since': cursor, 'files': 'delta'} if cursor else {'files': 'delta'}
         if wait:
             params['wait'] = f'{wait:g}'
         return self.json('get', 'changes/', 'change feed', params=params, timeout=READ_TIMEOUT + wait)
+
+    def manifest(self, oaio_id: str, stamp: str) -> dict:
+        """Every file of a version: ``{"files": {path: entry}, "file_paths": bool}``."""
+        return self.json('get', f'manifest/{quote(oaio_id, safe="")}/{stamp}', f'file list of {oaio_id!r}')
 
     def missing_blobs(self, hashes: list[str]) -> set[str]:
         missing: set[str] = set()

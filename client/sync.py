@@ -308,10 +308,14 @@ class SyncEngine:
                 return self.apply_gone(p.check_oaio_id(oaio_id), str(entry['gone']))
             if isinstance(entry, dict) and self._known_version(oaio_id, entry.get('oaio')):
                 return []
-            remote = OaiObject.from_wire(entry.get('oaio') if isinstance(entry, dict) else None)
+            raw = entry.get('oaio') if isinstance(entry, dict) else None
+            files = entry.get('files', {}) if isinstance(entry, dict) else {}
+            if isinstance(entry, dict) and 'files_delta' in entry and isinstance(raw, dict):
+                raw, files = self._full_files(raw, entry)
+            remote = OaiObject.from_wire(raw)
             oaio_id = remote.oaio_id
             owner = entry.get('owner') if isinstance(entry.get('owner'), str) else ''
-            return self.apply_version(remote, check_manifest(entry.get('files', {}), remote.file_paths), owner)
+            return self.apply_version(remote, check_manifest(files, remote.file_paths), owner)
         except (p.ProtocolError, InvalidServerData, OSError) as exc:
             self._error(f'refused server data for object {str(oaio_id)[:80]!r}: {exc}')
         except ServerError as exc:
@@ -319,6 +323,35 @@ class SyncEngine:
                 raise
             self._error(f'could not fetch object {str(oaio_id)[:80]!r}: {exc}')
         return []
+
+    def _full_files(self, raw: dict, entry: dict) -> tuple[dict, dict]:
+        """A feed entry with files as a delta (``files_base``, ``files_delta``): the version's object
+        dict with its ``_file_paths`` and its full manifest — the synced files plus the delta when
+        this device has the version it is based on, else the whole list asked for."""
+        base, delta = entry.get('files_base'), entry.get('files_delta')
+        if not isinstance(delta, dict) or not isinstance(base, str):
+            raise InvalidServerData('a feed entry has a malformed files delta')
+        record = self.records.get(raw.get('oaio_id')) if isinstance(raw.get('oaio_id'), str) else None
+        file_paths = entry.get('file_paths') is True
+        if not base:
+            files = {}
+        elif record is not None and record.obj.server_stamp == base:
+            files = copy.deepcopy(record.base_files)
+        else:
+            answer = self.api.manifest(p.check_oaio_id(raw.get('oaio_id')), p.check_stamp(raw.get('client_stamp')))
+            if not isinstance(answer, dict) or not isinstance(answer.get('files'), dict):
+                raise InvalidServerData('the file list of a version is malformed')
+            files, delta, file_paths = answer['files'], {}, answer.get('file_paths') is True
+        for path, file in delta.items():
+            if file is None:
+                files.pop(path, None)
+            else:
+                files[path] = file
+        values = raw.get('client_values')
+        if isinstance(values, dict) and (file_paths or files):
+            values = {**values, p.FILE_PATHS_KEY: sorted(files)}
+            raw = {**raw, 'client_values': values, 'server_values': values}
+        return raw, files
 
     def _known_version(self, oaio_id: object, raw: object) -> bool:
         """Whether a feed entry is a version this device has already, with the right it has (e.g. its
@@ -606,8 +639,12 @@ class SyncEngine:
                 offset += size
         missing = self.api.missing_blobs(sorted(where))
         self._send_packs(record, sorted((where[digest] + (digest,) for digest in missing)))
-        body = {**snapshot.to_dict(), 'files': {path: entry if 'chunks' in entry else entry['sha256']
-                                                for path, entry in manifest.items()}}
+        declared = {path: entry if 'chunks' in entry else entry['sha256'] for path, entry in manifest.items()
+                    if record.base_files.get(path) != entry}
+        declared.update({path: None for path in record.base_files if path not in manifest})
+        values = {key: value for key, value in snapshot.client_values.items() if key != p.FILE_PATHS_KEY}
+        # only what changed against the synced version travels; the server derives _file_paths
+        body = {**snapshot.to_dict(), 'client_values': values, 'server_values': {}, 'files_delta': declared}
         action = 'upload/' if snapshot.server_stamp else 'register/'
         answer = self.api.json('post', action, f'{action[:-1]} of {snapshot.oaio_id!r}', json=body)
         if not isinstance(answer, dict):

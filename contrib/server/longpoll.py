@@ -60,13 +60,16 @@ async def _answer(scope, disconnected: asyncio.Task) -> dict:
     query = parse_qs(scope['query_string'].decode('latin-1'))
     cursor = parse_cursor(query.get('since', [''])[-1])
     wait = _parse_wait(query.get('wait', []))
+    files = query.get('files', [''])[-1]
+    if files not in ('', 'full', 'delta'):
+        raise InvalidInput(f'files must be full or delta, got {files[:20]!r}')
     query_changes = sync_to_async(changes_for, thread_sensitive=False)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     async with watcher.listening(user.pk) as changed:
         while True:
             changed.clear()
-            answer = await query_changes(user, cursor)
+            answer = await query_changes(user, cursor, files == 'delta')
             remaining = deadline - loop.time()
             if answer['snapshot'] or answer['changes'] or remaining <= 0 or disconnected.done() or watcher.closing:
                 return answer

@@ -44,11 +44,16 @@ class Context:
     app_id: str = ''
 
 
+WITHOUT_PATHS: dict = {}      # object_dict(files=WITHOUT_PATHS): the values as stored, no _file_paths
+
+
 def object_dict(version: Version, csh_id: str, access_right: str, files: dict | None = None) -> dict:
     """The wire form of a version: exactly the ten fields of the original protocol. ``_file_paths``
-    is derived from the version's files (``files``, its manifest, if the caller has it), sorted."""
+    is derived from the version's files (``files``, its manifest, if the caller has it), sorted —
+    except with ``files=WITHOUT_PATHS``, for clients that take the files as deltas (the change feed
+    with ``files=delta``, answers to uploads with ``files_delta``)."""
     values = version.values
-    if version.has_file_paths:
+    if version.has_file_paths and files is not WITHOUT_PATHS:
         files = manifest(version.oai_object_id, version.pk) if files is None else files
         values = {**values, p.FILE_PATHS_KEY: sorted(files)}
     return {
@@ -105,6 +110,16 @@ def manifest(object_id: int, version_id: int) -> dict:
     """The files of a version, ``{path: entry}``, from its FileRows (a copy: versions never change,
     so the last few are kept parsed — a fresh device's first sync asks for each)."""
     return dict(_cached_manifest(object_id, version_id))
+
+
+def version_manifest(user, oaio_id: str, stamp: str) -> dict:
+    """``manifest/<oaio_id>/<stamp>``: every file of a version, for a client that takes files as
+    deltas but missed the version before (``{"files", "file_paths"}``); NotFound as file_entry."""
+    sub = subscription_of(user, oaio_id)
+    version = Version.objects.filter(oai_object_id=sub.oai_object_id, stamp=stamp).only('pk', 'has_file_paths').first()
+    if version is None:
+        raise NotFound(f'{oaio_id!r} has no version {stamp}')
+    return {'files': manifest(sub.oai_object_id, version.pk), 'file_paths': version.has_file_paths}
 
 
 def head_manifests(object_ids) -> dict[int, dict]:
@@ -254,6 +269,37 @@ def _manifest(oaio_id: str, stamp: str, values: dict, declared: object, user) ->
             for path, digest in hashes.items()}
 
 
+def _with_delta(values: dict, body: dict, base: dict, had_paths: bool) -> tuple[dict, dict]:
+    """A body with ``files_delta`` (``{path: sha256 | {"sha256", "size", "chunks"} | null}``, the
+    changes against ``base``, the files of the version it is based on): the values with the
+    ``_file_paths`` of the result, and the full ``files`` declaration for :func:`_manifest`."""
+    delta = body.get('files_delta')
+    if not isinstance(delta, dict):
+        raise InvalidInput('"files_delta" must map paths to sha256 hashes, chunk lists or null')
+    if p.FILE_PATHS_KEY in values:
+        raise InvalidInput(f'a body with "files_delta" must not list {p.FILE_PATHS_KEY}: the server derives it')
+    declared = {path: entry if entry.get('chunks') else entry['sha256'] for path, entry in base.items()}
+    for path, entry in delta.items():
+        p.check_relative_path(path)
+        if entry is None:
+            declared.pop(path, None)
+        else:
+            declared[path] = entry
+    values = dict(values)
+    if declared or had_paths:
+        values[p.FILE_PATHS_KEY] = p.check_file_paths(sorted(declared))
+    return values, declared
+
+
+def delta_of(object_id: int, version_id: int) -> dict:
+    """What version ``version_id`` changed in its object's files: ``{path: entry}`` for the files it
+    added or changed, ``{path: None}`` for the ones it removed (two indexed queries)."""
+    delta = {row.path: row.entry() for row in FileRow.objects.filter(oai_object_id=object_id, since=version_id)}
+    for path in FileRow.objects.filter(oai_object_id=object_id, until=version_id).values_list('path', flat=True):
+        delta.setdefault(path, None)
+    return delta
+
+
 def contents(entry: dict) -> list:
     """The stored pieces of a manifest entry, in order: its chunks, or the one blob of its sha256."""
     return entry.get('chunks') or [[entry['sha256'], entry['size']]]
@@ -342,7 +388,11 @@ def register(ctx: Context, body: dict) -> dict:
     csh_id = p.check_csh_id(body.get('csh_id') or settings.OAIO_DEFAULT_STORAGE_HOST)
     if OaiObject.objects.filter(oaio_id=oaio_id).exists():
         raise Conflict(f'an object with id {oaio_id!r} is already registered')
-    files = _manifest(oaio_id, stamp, values, body.get('files'), ctx.user)
+    delta = 'files_delta' in body
+    declared = body.get('files')
+    if delta:
+        values, declared = _with_delta(values, body, {}, False)
+    files = _manifest(oaio_id, stamp, values, declared, ctx.user)
     try:
         with transaction.atomic():
             obj = OaiObject.objects.create(oaio_id=oaio_id, owner=ctx.user, csh_id=csh_id)
@@ -351,7 +401,7 @@ def register(ctx: Context, body: dict) -> dict:
     version = _new_version(obj, ctx, stamp, values, files)
     Subscription.objects.create(oai_object=obj, user=ctx.user, access_right=p.CREATE_RIGHT)
     _record(ctx, 'register', oaio_id, [ctx.user], stamp)
-    return object_dict(version, csh_id, p.CREATE_RIGHT, files)
+    return object_dict(version, csh_id, p.CREATE_RIGHT, WITHOUT_PATHS if delta else files)
 
 
 @transaction.atomic
@@ -373,10 +423,14 @@ def upload(ctx: Context, body: dict) -> dict:
     if stamp <= head.stamp:
         raise Conflict(f'client_stamp {stamp} is not newer than the head {head.stamp}',
                        head=object_dict(head, obj.csh_id, sub.access_right))
-    files = _manifest(oaio_id, stamp, values, body.get('files'), ctx.user)
+    delta = 'files_delta' in body
+    declared = body.get('files')
+    if delta:
+        values, declared = _with_delta(values, body, manifest(obj.pk, head.pk), head.has_file_paths)
+    files = _manifest(oaio_id, stamp, values, declared, ctx.user)
     version = _new_version(obj, ctx, stamp, values, files)
     _record(ctx, 'upload', oaio_id, _subscriber_ids(obj), stamp)
-    return object_dict(version, obj.csh_id, sub.access_right, files)
+    return object_dict(version, obj.csh_id, sub.access_right, WITHOUT_PATHS if delta else files)
 
 
 @transaction.atomic

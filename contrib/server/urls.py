@@ -25,6 +25,7 @@ api = [
     path('wipe_user/', views.wipe_user),
     re_path(r'^csh_args/(?P<csh_id>[^/]+)/?$', views.csh_args),
     path('blobs/missing/', views.blobs_missing),
+    re_path(r'^manifest/(?P<oaio_id>[^/]+)/(?P<stamp>[^/]+)/?$', views.manifest),
     re_path(r'^files/(?P<oaio_id>[^/]+)/(?P<stamp>[^/]+)/(?P<path>.*)$', views.files),
 ]
 

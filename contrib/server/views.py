@@ -124,6 +124,12 @@ def user_subz(request, ctx, oaio_id):
     return objects.user_subscriptions(request.user, oaio_id)
 
 
+@endpoint(('GET',))
+def manifest(request, ctx, oaio_id, stamp):
+    oaio_id, stamp, _ = file_address(oaio_id, stamp, 'x')
+    return objects.version_manifest(request.user, oaio_id, stamp)
+
+
 @endpoint(('POST',))
 def wipe_user(request, ctx):
     objects.wipe_user(ctx, _json_body(request).get('Uid'))

@@ -254,3 +254,49 @@ def test_a_one_file_edit_stores_what_changed_not_the_object(api, server):
     assert alice.get(f'files/many/{third}/dir9/file9.txt').status_code == 404
     assert alice.get(f'files/many/{second}/dir9/file9.txt').content == contents['dir9/file9.txt']
     assert database_rows(server, 'SELECT count(*) FROM oaio_filerow')[0][0] == rows_before + 1
+
+
+def test_versions_travel_as_deltas_both_ways(api):
+    """A client that sends files_delta and reads the feed with files=delta exchanges what changed,
+    not the object: the upload body, its answer and the feed entry stay small for 2,000 files."""
+    alice = api('alice')
+    contents = {f'd{index % 20}/f{index}.txt': f'{index}\n'.encode() for index in range(2000)}
+    assert send(alice, pack(*set(contents.values()))).status_code == 200
+    first = new_stamp()
+    answer = alice.post('register/', json={'oaio_id': 'tree', 'client_stamp': first, 'client_values': {'k': 1},
+                                           'files_delta': {path: sha(c) for path, c in contents.items()}})
+    assert answer.status_code == 200, answer.text
+    assert '_file_paths' not in answer.json()['client_values']
+    cursor = alice.get('changes/', params={'files': 'delta'}).json()['cursor']
+    edited = b'edited\n'
+    assert send(alice, pack(edited)).status_code == 200
+    second = new_stamp()
+    body = {'oaio_id': 'tree', 'client_stamp': second, 'server_stamp': first, 'client_values': {'k': 2},
+            'files_delta': {'d1/f1.txt': sha(edited), 'd2/f2.txt': None, 'new/one.txt': sha(edited)}}
+    answer = alice.post('upload/', json=body)
+    assert answer.status_code == 200, answer.text
+    assert len(answer.content) < 1000, len(answer.content)
+    feed = alice.get('changes/', params={'since': cursor, 'files': 'delta'})
+    entry = feed.json()['changes'][0]
+    assert len(feed.content) < 2000, len(feed.content)
+    assert entry['files_base'] == first and entry['file_paths'] is True
+    assert entry['files_delta'] == {'d1/f1.txt': {'sha256': sha(edited), 'size': len(edited)}, 'd2/f2.txt': None,
+                                    'new/one.txt': {'sha256': sha(edited), 'size': len(edited)}}
+    assert entry['oaio']['client_values'] == {'k': 2}
+    # the original protocol sees the whole version, _file_paths derived
+    expected = sorted(set(contents) - {'d2/f2.txt'} | {'new/one.txt'})
+    head = next(obj for obj in alice.get('oaio_stampz/').json() if obj['oaio_id'] == 'tree')
+    assert head['client_values'] == {'k': 2, '_file_paths': expected}
+    whole = alice.get(f'manifest/tree/{second}').json()
+    assert sorted(whole['files']) == expected and whole['file_paths'] is True
+    assert alice.get(f'files/tree/{second}/d1/f1.txt').content == edited
+    assert alice.get(f'files/tree/{second}/d3/f3.txt').content == contents['d3/f3.txt']
+    # a delta may not name content the caller does not hold, nor list _file_paths itself
+    third = new_stamp()
+    refused = alice.post('upload/', json={**body, 'client_stamp': third, 'server_stamp': second,
+                                          'files_delta': {'x.txt': sha(b'never sent')}})
+    assert refused.status_code == 400 and refused.json()['missing'] == ['x.txt']
+    refused = alice.post('upload/', json={**body, 'client_stamp': third, 'server_stamp': second,
+                                          'client_values': {'_file_paths': []}})
+    assert refused.status_code == 400 and 'derives it' in refused.json()['detail']
+    assert alice.get('changes/', params={'files': 'sideways'}).status_code == 400

@@ -134,6 +134,10 @@ def test_live_answers_match_the_spec(spec, api, server):
     call(bob, 'post', '/api/chunks/fetch/', 'chunks/fetch/', json={'sha256': ['0' * 64]})                # 404
     call(alice, 'delete', '/api/files/{oaio_id}/{stamp}/{path}', f'files/other/{STAMP}/')
     call(alice, 'get', '/api/changes/', 'changes/')
+    call(alice, 'get', '/api/changes/', 'changes/?files=delta')
+    call(alice, 'get', '/api/changes/', 'changes/?since=0&files=delta')
+    call(alice, 'get', '/api/manifest/{oaio_id}/{stamp}', f'manifest/doc/{NEXT}')
+    call(bob, 'get', '/api/manifest/{oaio_id}/{stamp}', f'manifest/doc/{STAMP}')                           # 404
     call(bob, 'get', '/api/changes/', 'changes/?since=0')
     call(bob, 'get', '/api/changes/', 'changes/?since=abc')
     call(bob, 'post', '/api/delete/', 'delete/', json={'oaio_id': 'doc'})                                  # 403
