@@ -269,26 +269,33 @@ def _manifest(oaio_id: str, stamp: str, values: dict, declared: object, user) ->
             for path, digest in hashes.items()}
 
 
-def _with_delta(values: dict, body: dict, base: dict, had_paths: bool) -> tuple[dict, dict]:
+def _delta(oaio_id: str, stamp: str, values: dict, body: dict, obj: OaiObject | None, had_paths: bool,
+           user) -> tuple[dict, bool]:
     """A body with ``files_delta`` (``{path: sha256 | {"sha256", "size", "chunks"} | null}``, the
-    changes against ``base``, the files of the version it is based on): the values with the
-    ``_file_paths`` of the result, and the full ``files`` declaration for :func:`_manifest`."""
+    changes against the version it is based on — the head of ``obj``, nothing for a new object):
+    the changes resolved (``{path: manifest entry | None}``, each named content checked as
+    :func:`_manifest` checks it) and whether the new version has ``_file_paths``. Costs what
+    changed: the unchanged files are the head's, checked when they came."""
     delta = body.get('files_delta')
     if not isinstance(delta, dict):
         raise InvalidInput('"files_delta" must map paths to sha256 hashes, chunk lists or null')
     if p.FILE_PATHS_KEY in values:
         raise InvalidInput(f'a body with "files_delta" must not list {p.FILE_PATHS_KEY}: the server derives it')
-    declared = {path: entry if entry.get('chunks') else entry['sha256'] for path, entry in base.items()}
-    for path, entry in delta.items():
+    for path in delta:
         p.check_relative_path(path)
-        if entry is None:
-            declared.pop(path, None)
-        else:
-            declared[path] = entry
-    values = dict(values)
-    if declared or had_paths:
-        values[p.FILE_PATHS_KEY] = p.check_file_paths(sorted(declared))
-    return values, declared
+    live = {path: entry for path, entry in delta.items() if entry is not None}
+    resolved = _manifest(oaio_id, stamp, {p.FILE_PATHS_KEY: sorted(live)}, live, user)
+    count = 0
+    if obj is not None:
+        open_rows = FileRow.objects.filter(oai_object=obj, until__isnull=True)
+        existing: set[str] = set()
+        for batch in batches(sorted(delta)):
+            existing.update(open_rows.filter(path__in=batch).values_list('path', flat=True))
+        count = open_rows.count() - len(existing)
+    count += len(live)
+    if count > p.MAX_FILE_PATHS:
+        raise InvalidInput(f'{p.FILE_PATHS_KEY} would list {count} paths, the limit is {p.MAX_FILE_PATHS} per object')
+    return {path: resolved.get(path) for path in delta}, had_paths or count > 0
 
 
 def delta_of(object_id: int, version_id: int) -> dict:
@@ -345,27 +352,42 @@ def stage_file(user, oaio_id: str, stamp: str, path: str, blob: Blob) -> None:
     BlobHolder.objects.bulk_create([BlobHolder(user=user, blob=blob)], ignore_conflicts=True)
 
 
-def _new_version(obj: OaiObject, ctx: Context, stamp: str, values: dict, files: dict) -> Version:
+def _new_version(obj: OaiObject, ctx: Context, stamp: str, values: dict, files: dict,
+                 changes: dict | None = None, has_file_paths: bool | None = None) -> Version:
     """Store a version with its files as FileRows: the rows of the paths it changes or removes
-    are closed, rows for the paths it changes or adds are added — what changed, not the object."""
+    are closed, rows for the paths it changes or adds are added — what changed, not the object.
+
+    ``files`` is the version's whole manifest; or, with ``changes`` (``{path: entry | None}``, a
+    delta upload's resolved files_delta), only what changed: then only the rows of those paths
+    are read, and ``has_file_paths`` says whether the version has ``_file_paths``."""
     server_stamp = max(p.now_stamp(), stamp)
     stored_values = {key: value for key, value in values.items() if key != p.FILE_PATHS_KEY}
+    if has_file_paths is None:
+        has_file_paths = p.FILE_PATHS_KEY in values
     version = Version.objects.create(oai_object=obj, stamp=stamp, server_stamp=server_stamp, values=stored_values,
-                                     has_file_paths=p.FILE_PATHS_KEY in values, user=ctx.user,
+                                     has_file_paths=has_file_paths, user=ctx.user,
                                      device_id=ctx.device_id, app_id=ctx.app_id)
-    current = {row.path: row for row in FileRow.objects.filter(oai_object=obj, until__isnull=True)
-               .only('pk', 'path', 'sha256', 'size', 'chunks')}
-    closing = [row.pk for path, row in current.items() if files.get(path) != row.entry()]
+    open_rows = FileRow.objects.filter(oai_object=obj, until__isnull=True).only('pk', 'path', 'sha256', 'size',
+                                                                                'chunks')
+    if changes is None:
+        current = {row.path: row for row in open_rows}
+        wanted = files
+    else:
+        current = {}
+        for batch in batches(sorted(changes)):
+            current.update((row.path, row) for row in open_rows.filter(path__in=batch))
+        wanted = {path: entry for path, entry in changes.items() if entry is not None}
+    closing = [row.pk for path, row in current.items()
+               if (changes is None or path in changes) and wanted.get(path) != row.entry()]
     for batch in batches(closing):
         FileRow.objects.filter(pk__in=batch).update(until=version.pk)
+    added = {path: entry for path, entry in wanted.items() if path not in current or current[path].entry() != entry}
     FileRow.objects.bulk_create([
         FileRow(oai_object=obj, path=path, since=version.pk, sha256=entry['sha256'], size=entry['size'],
-                chunks=entry.get('chunks'))
-        for path, entry in files.items() if path not in current or current[path].entry() != entry], batch_size=BATCH)
+                chunks=entry.get('chunks')) for path, entry in added.items()], batch_size=BATCH)
     obj.head = version
     obj.save(update_fields=['head'])
-    stored = sorted({chunk[0] for path, entry in files.items() for chunk in contents(entry)
-                     if path not in current or current[path].entry() != entry})
+    stored = sorted({chunk[0] for entry in added.values() for chunk in contents(entry)})
     for batch in batches(stored):
         ObjectBlob.objects.bulk_create([ObjectBlob(oai_object=obj, blob_id=digest) for digest in batch],
                                        ignore_conflicts=True)
@@ -389,10 +411,12 @@ def register(ctx: Context, body: dict) -> dict:
     if OaiObject.objects.filter(oaio_id=oaio_id).exists():
         raise Conflict(f'an object with id {oaio_id!r} is already registered')
     delta = 'files_delta' in body
-    declared = body.get('files')
     if delta:
-        values, declared = _with_delta(values, body, {}, False)
-    files = _manifest(oaio_id, stamp, values, declared, ctx.user)
+        changes, has_file_paths = _delta(oaio_id, stamp, values, body, None, False, ctx.user)
+        files = {path: entry for path, entry in changes.items() if entry is not None}
+        values = {**values, p.FILE_PATHS_KEY: sorted(files)} if has_file_paths else values
+    else:
+        files = _manifest(oaio_id, stamp, values, body.get('files'), ctx.user)
     try:
         with transaction.atomic():
             obj = OaiObject.objects.create(oaio_id=oaio_id, owner=ctx.user, csh_id=csh_id)
@@ -423,14 +447,15 @@ def upload(ctx: Context, body: dict) -> dict:
     if stamp <= head.stamp:
         raise Conflict(f'client_stamp {stamp} is not newer than the head {head.stamp}',
                        head=object_dict(head, obj.csh_id, sub.access_right))
-    delta = 'files_delta' in body
-    declared = body.get('files')
-    if delta:
-        values, declared = _with_delta(values, body, manifest(obj.pk, head.pk), head.has_file_paths)
-    files = _manifest(oaio_id, stamp, values, declared, ctx.user)
+    if 'files_delta' in body:
+        changes, has_file_paths = _delta(oaio_id, stamp, values, body, obj, head.has_file_paths, ctx.user)
+        version = _new_version(obj, ctx, stamp, values, {}, changes, has_file_paths)
+        _record(ctx, 'upload', oaio_id, _subscriber_ids(obj), stamp)
+        return object_dict(version, obj.csh_id, sub.access_right, WITHOUT_PATHS)
+    files = _manifest(oaio_id, stamp, values, body.get('files'), ctx.user)
     version = _new_version(obj, ctx, stamp, values, files)
     _record(ctx, 'upload', oaio_id, _subscriber_ids(obj), stamp)
-    return object_dict(version, obj.csh_id, sub.access_right, WITHOUT_PATHS if delta else files)
+    return object_dict(version, obj.csh_id, sub.access_right, files)
 
 
 @transaction.atomic
