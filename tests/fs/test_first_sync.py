@@ -28,7 +28,8 @@ def listing(path) -> list[str]:
 def test_a_long_first_sync_mounts_at_once_and_shows_each_object_as_it_arrives(server, api, mount, tmp_path,
                                                                               monkeypatch):
     api('alice')
-    content = os.urandom(MB) * 256          # long enough a download to stop the server in the middle of it
+    content = os.urandom(256 * MB)          # long enough a download to stop the server in the middle of it
+                                            # (random: repeated blocks would be one chunk, fetched once)
     with OaioClient(server.host, {'username': 'alice', 'password': PASSWORD}, app_id='tests', device_id='other',
                     client_root=str(tmp_path / 'other')) as other:
         assert other.register_object({'_name': 'first', 'n': 1}) is not None      # earlier in the change feed
@@ -39,7 +40,8 @@ def test_a_long_first_sync_mounts_at_once_and_shows_each_object_as_it_arrives(se
     b = mount('alice', 'B')                 # returns once mounted: the first sync goes on behind it
     stopped = False
     try:
-        wait_for(growing(b.cache / 'tmp', '*', 1), 60, 'the download of big.bin going on', interval=0.002)
+        # a big file is assembled in the store's partial/ folder (client/store.py partial_file)
+        wait_for(growing(b.cache / 'partial', '*', 1), 60, 'the download of big.bin going on', interval=0.002)
         os.kill(server.process.pid, signal.SIGSTOP)
         stopped = True
         # the sync cannot end now (the server does not answer): what it applied is shown already
