@@ -122,7 +122,7 @@ def test_server_killed_during_upload_and_during_download(server, mount):
     # SIGKILL while the other mount downloads it (or right after it started)
     killed = False
     try:
-        wait_for(growing(b.cache / 'tmp', 'dl-*', 1), 30, 'the download starting', interval=0.002)
+        wait_for(growing(b.cache / 'partial', 'part-*', 1), 30, 'the download starting', interval=0.002)
         assert server.stop(signal.SIGKILL) == -signal.SIGKILL
         killed = True
     except AssertionError:
