@@ -672,18 +672,26 @@ class SyncEngine:
             packs.append(pack)
         root = self.store.files_root(record)
         what = f'upload of files of {record.obj.oaio_id!r}'
-        if len(packs) <= 1:
-            for pack in packs:
-                self.api.put_pack(self._pack_body(root, pack), what)
-            return
-        with ThreadPoolExecutor(min(UPLOAD_THREADS, len(packs)), thread_name_prefix='oaio-upload') as pool:
-            sends = [pool.submit(self.api.put_pack, self._pack_body(root, pack), what) for pack in packs]
-            wait(sends, return_when=FIRST_EXCEPTION)
-            for send in sends:
-                send.cancel()
-        failed = [send.exception() for send in sends if not send.cancelled() and send.exception()]
-        if failed:
-            raise failed[0]
+        try:
+            if len(packs) <= 1:
+                for pack in packs:
+                    self.api.put_pack(self._pack_body(root, pack), what)
+                return
+            with ThreadPoolExecutor(min(UPLOAD_THREADS, len(packs)), thread_name_prefix='oaio-upload') as pool:
+                sends = [pool.submit(self.api.put_pack, self._pack_body(root, pack), what) for pack in packs]
+                wait(sends, return_when=FIRST_EXCEPTION)
+                for send in sends:
+                    send.cancel()
+            failed = [send.exception() for send in sends if not send.cancelled() and send.exception()]
+            if failed:
+                raise failed[0]
+        except ServerError as exc:
+            # the server hashes every chunk: one that no longer matches the hash taken a moment ago is a
+            # file written to while it went up (the bytes are read as they are sent, never copied first)
+            if exc.status == 400 and 'does not match its bytes' in str(exc):
+                raise OaioError(f'a file of {record.obj.oaio_id!r} changed while it was uploaded; it goes up '
+                                'again at the next sync') from None
+            raise
 
     def _pack_body(self, root: Path, pack: list[tuple[str, int, int, str]]):
         """The body of one pack, read from the files as it is sent (never a whole pack in memory)."""

@@ -54,6 +54,7 @@ def test_soak_random_edits_on_two_mounts(mount, server):
         # same objects many times a second can make every push round of a sync meet a newer version
         # on the server, which the next sync retries too. Convergence is checked below.
         m.expect_log(r'is missing|No such file or directory|does not match its declared sha256|sync incomplete'
+                     r'|changed while it was uploaded'
                      r'|objects kept changing on the server while uploading')
     wait_for(lambda: all((mounts[1] / name).is_dir() for name in objects), what='the objects on dev2')
 
