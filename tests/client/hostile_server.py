@@ -136,16 +136,24 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header('Connection', 'close')
             self.close_connection = True
         self.end_headers()
-        sent, aborted = 0, False
+        sent, aborted = self._stream([(b'', content, repeat)])
+        self._log(status=200, sent=sent, aborted=aborted)
+
+    def _stream(self, pieces: list[tuple[bytes, bytes, int]]) -> tuple[int, bool]:
+        """Write each (header, content, repeat) as the header and the content ``repeat`` times;
+        return the content bytes sent and whether the client went away first."""
+        sent = 0
         try:
-            for _ in range(repeat):
-                self.wfile.write(content)
-                sent += len(content)
+            for header, content, repeat in pieces:
+                self.wfile.write(header)
+                for _ in range(repeat):
+                    self.wfile.write(content)
+                    sent += len(content)
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
-            aborted = True
             self.close_connection = True
-        self._log(status=200, sent=sent, aborted=aborted)
+            return sent, True
+        return sent, False
 
     def do_POST(self) -> None:
         slug = urlsplit(self.path).path.removeprefix('/api/')
@@ -194,18 +202,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header('Connection', 'close')         # the body ends when the connection closes
         self.close_connection = True
         self.end_headers()
-        sent, aborted = 0, False
-        try:
-            for digest in hashes:
-                content = specs[digest]['content'].encode()
-                repeat = specs[digest].get('repeat', 1)
-                self.wfile.write(f'{digest} {len(content) * repeat}\n'.encode())
-                for _ in range(repeat):
-                    self.wfile.write(content)
-                    sent += len(content)
-            self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            aborted = True
+        pieces = []
+        for digest in hashes:
+            content, repeat = specs[digest]['content'].encode(), specs[digest].get('repeat', 1)
+            pieces.append((f'{digest} {len(content) * repeat}\n'.encode(), content, repeat))
+        sent, aborted = self._stream(pieces)
         self._log(status=200, hashes=hashes, sent=sent, aborted=aborted)
 
     def do_PUT(self) -> None:
